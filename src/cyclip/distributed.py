@@ -1,0 +1,74 @@
+"""torch.distributed helpers: who we are, and the two collectives the objective needs.
+
+Every function is a no-op (or identity) in a single process, so the objective reads the same
+whether or not a process group exists.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+# torch >= 2.14 renamed the tensor collectives; keep older releases working.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+def is_distributed() -> bool:
+    """True when a process group with more than one rank is initialised."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` over all ranks in place (not differentiable) and return it."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient for the local rows."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        local = local.contiguous()
+        gathered = local.new_empty((world_size() * local.shape[0], *local.shape[1:]))
+        _all_gather_single(gathered, local)
+        return gathered
+
+    @staticmethod
+    def backward(ctx, grad_gathered: torch.Tensor) -> torch.Tensor:
+        grad_gathered = grad_gathered.contiguous()
+        rows = grad_gathered.shape[0] // world_size()
+        grad_local = grad_gathered.new_empty((rows, *grad_gathered.shape[1:]))
+        _reduce_scatter_single(grad_local, grad_gathered, op=dist.ReduceOp.SUM)
+        return grad_local
+
+
+def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's `local` (equal shapes) along dim 0, keeping the graph.
+
+    The gradient reaching `local` is the sum over ranks of each rank's gradient for these rows,
+    i.e. world_size x the single-process gradient when every rank computes its share of a mean.
+    """
+    return _GatherWithGrad.apply(local) if is_distributed() else local
+
+
+def global_mean(local_value: torch.Tensor) -> torch.Tensor:
+    """The mean of a scalar over ranks as value, with the gradient of the local term.
+
+    Lets every rank report the global-batch loss while backpropagating only its own share (the
+    other shares reach this rank's features through `gather_with_grad`).
+    """
+    if not is_distributed():
+        return local_value
+    mean = all_reduce_sum_(local_value.detach().clone()) / world_size()
+    return local_value + (mean - local_value.detach())

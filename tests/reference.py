@@ -1,0 +1,31 @@
+"""Independent float64 references: the objective written directly with N x N matrices."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def direct_objective(images: torch.Tensor, texts: torch.Tensor, logit_scale: torch.Tensor | float):
+    """(contrastive, inmodal, crossmodal) exactly as DESIGN §1 writes them, in float64."""
+    images, texts = images.double(), texts.double()
+    logit_scale = torch.as_tensor(logit_scale, dtype=torch.float64)
+    batch = images.shape[0]
+    logits = logit_scale.exp() * images @ texts.T
+    labels = torch.arange(batch)
+    contrastive = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+    inmodal = ((images @ images.T - texts @ texts.T) ** 2).sum() / batch
+    crossmodal = ((images @ texts.T - texts @ images.T) ** 2).sum() / batch
+    return contrastive, inmodal, crossmodal
+
+
+def random_features(batch: int, dim: int, seed: int = 0, gap: float | None = None):
+    """L2-normalised float32 (images, texts); with `gap`, texts are images nudged by about `gap`."""
+    generator = torch.Generator().manual_seed(seed)
+    images = F.normalize(torch.randn(batch, dim, generator=generator, dtype=torch.float64), dim=1)
+    if gap is None:
+        texts = F.normalize(torch.randn(batch, dim, generator=generator, dtype=torch.float64), dim=1)
+    else:
+        noise = F.normalize(torch.randn(batch, dim, generator=generator, dtype=torch.float64), dim=1)
+        texts = F.normalize(images + gap * noise, dim=1)
+    return images.float(), texts.float()

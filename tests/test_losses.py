@@ -1,0 +1,163 @@
+import open_clip.loss
+import pytest
+import torch
+from reference import direct_objective, random_features
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from cyclip.losses import clip_loss, cyclic_regularizers, cyclip_loss
+
+LAMBDA_IN, LAMBDA_CROSS = 0.25, 0.25
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((value.double() - reference).abs().max() / reference.abs().max()).item()
+
+
+def total_and_grads(images, texts, logit_scale, objective):
+    """Value of `objective(images, texts, logit_scale)` and its gradients w.r.t. all three inputs."""
+    images = images.clone().requires_grad_()
+    texts = texts.clone().requires_grad_()
+    logit_scale = logit_scale.clone().requires_grad_()
+    value = objective(images, texts, logit_scale)
+    value.backward()
+    return value.detach(), images.grad, texts.grad, logit_scale.grad
+
+
+def reference_total(images, texts, logit_scale):
+    contrastive, inmodal, crossmodal = direct_objective(images, texts, logit_scale)
+    return contrastive + LAMBDA_IN * inmodal + LAMBDA_CROSS * crossmodal
+
+
+@pytest.mark.parametrize("gap", [None, 3e-4], ids=["random", "nearly-aligned"])
+def test_values_match_float64_direct_formula(gap):
+    images, texts = random_features(256, 64, seed=1, gap=gap)
+    logit_scale = torch.tensor(2.659)
+    output = cyclip_loss(images, texts, logit_scale, LAMBDA_IN, LAMBDA_CROSS)
+    contrastive, inmodal, crossmodal = direct_objective(images, texts, logit_scale)
+    for value in output:
+        assert value.dtype == torch.float32
+    assert relative_error(output.contrastive, contrastive) <= 1e-5
+    assert relative_error(output.inmodal_cyclic, inmodal) <= 1e-5
+    assert relative_error(output.crossmodal_cyclic, crossmodal) <= 1e-5
+    assert relative_error(output.total, contrastive + LAMBDA_IN * inmodal + LAMBDA_CROSS * crossmodal) <= 1e-5
+
+
+@pytest.mark.parametrize("gap", [None, 3e-4], ids=["random", "nearly-aligned"])
+def test_gradients_match_float64_direct_formula(gap):
+    images, texts = random_features(256, 64, seed=2, gap=gap)
+    logit_scale = torch.tensor(2.659)
+    _, *grads = total_and_grads(
+        images, texts, logit_scale, lambda i, t, s: cyclip_loss(i, t, s, LAMBDA_IN, LAMBDA_CROSS).total
+    )
+    _, *reference_grads = total_and_grads(images.double(), texts.double(), logit_scale.double(), reference_total)
+    for grad, reference in zip(grads, reference_grads, strict=True):
+        assert relative_error(grad, reference) <= 1e-5
+
+
+@pytest.mark.parametrize("gap", [None, 3e-4], ids=["random", "nearly-aligned"])
+def test_regularizer_gradients_alone_match(gap):
+    """The regularizer gradients are tiny next to the contrastive ones: check them on their own."""
+    images, texts = random_features(128, 32, seed=3, gap=gap)
+    for which in (0, 1):
+        ours = lambda i, t, s, which=which: cyclic_regularizers(i, t)[which]  # noqa: E731
+        reference = lambda i, t, s, which=which: direct_objective(i, t, s)[1 + which]  # noqa: E731
+        _, *grads = total_and_grads(images, texts, torch.tensor(0.0), ours)
+        _, *reference_grads = total_and_grads(images.double(), texts.double(), torch.tensor(0.0), reference)
+        for grad, reference in zip(grads[:2], reference_grads[:2], strict=True):
+            assert relative_error(grad, reference) <= 1e-5
+
+
+def test_textbook_gram_form_would_fail_the_aligned_tolerance():
+    """The tolerance above is meaningful: the |I^T I|^2 + |T^T T|^2 - 2|I^T T|^2 form misses it."""
+    images, texts = random_features(256, 64, seed=1, gap=3e-4)
+    batch = images.shape[0]
+    gram = (
+        (images.T @ images).square().sum() + (texts.T @ texts).square().sum() - 2 * (images.T @ texts).square().sum()
+    ) / batch
+    _, inmodal, _ = direct_objective(images, texts, 0.0)
+    assert relative_error(gram, inmodal) > 1e-4
+
+
+def test_zero_lambdas_give_the_clip_loss_and_its_gradient():
+    images, texts = random_features(64, 16, seed=4)
+    logit_scale = torch.tensor(1.5)
+    value, *grads = total_and_grads(images, texts, logit_scale, lambda i, t, s: cyclip_loss(i, t, s, 0.0, 0.0).total)
+    clip_value, *clip_grads = total_and_grads(images, texts, logit_scale, clip_loss)
+    assert torch.equal(value, clip_value)
+    for grad, clip_grad in zip(grads, clip_grads, strict=True):
+        torch.testing.assert_close(grad, clip_grad, rtol=0, atol=0)
+    output = cyclip_loss(images, texts, logit_scale, 0.0, 0.0)
+    _, inmodal, crossmodal = direct_objective(images, texts, logit_scale)
+    assert relative_error(output.inmodal_cyclic, inmodal) <= 1e-5  # still reported for logging
+    assert relative_error(output.crossmodal_cyclic, crossmodal) <= 1e-5
+
+
+def test_clip_loss_equals_open_clip_clip_loss():
+    images, texts = random_features(128, 32, seed=5)
+    logit_scale = torch.tensor(2.659)
+    ours = clip_loss(images, texts, logit_scale)
+    theirs = open_clip.loss.ClipLoss()(images, texts, logit_scale.exp())
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+
+
+def test_bf16_autocast_inputs_give_float32_accurate_regularizers():
+    images, texts = random_features(256, 64, seed=6, gap=1e-2)
+    projection = torch.eye(64) + 0.01 * torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        images_bf16, texts_bf16 = images @ projection, texts @ projection  # what a model emits under autocast
+        assert images_bf16.dtype == torch.bfloat16
+        images_bf16.requires_grad_()
+        texts_bf16.requires_grad_()
+        inmodal, crossmodal = cyclic_regularizers(images_bf16, texts_bf16)
+    assert inmodal.dtype == crossmodal.dtype == torch.float32
+    _, inmodal_ref, crossmodal_ref = direct_objective(images_bf16.detach(), texts_bf16.detach(), 0.0)
+    assert relative_error(inmodal, inmodal_ref) <= 1e-5
+    assert relative_error(crossmodal, crossmodal_ref) <= 1e-5
+    (inmodal + crossmodal).backward()
+    assert images_bf16.grad.dtype == torch.bfloat16
+
+
+def test_regularizers_never_build_a_batch_by_batch_tensor():
+    batch, dim = 512, 16
+
+    class LargestTensor(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(tensor, torch.Tensor):
+                    self.largest = max(self.largest, tensor.numel())
+            return out
+
+    images, texts = random_features(batch, dim, seed=7)
+    images.requires_grad_()
+    texts.requires_grad_()
+    with LargestTensor() as mode:
+        inmodal, crossmodal = cyclic_regularizers(images, texts)
+        (inmodal + crossmodal).backward()
+    assert mode.largest <= 3 * batch * dim < batch * batch
+
+
+@pytest.mark.parametrize(
+    ("images", "texts", "message"),
+    [
+        (torch.zeros(8), torch.zeros(8), "must be 2-D"),
+        (torch.zeros(2, 8, 4), torch.zeros(2, 8, 4), "must be 2-D"),
+        (torch.zeros(8, 4), torch.zeros(6, 4), "same shape"),
+        (torch.zeros(8, 4), torch.zeros(8, 5), "same shape"),
+        (torch.zeros(0, 4), torch.zeros(0, 4), "at least one row"),
+        (torch.zeros(8, 4, dtype=torch.long), torch.zeros(8, 4, dtype=torch.long), "floating-point"),
+    ],
+)
+def test_bad_shapes_raise_value_error_naming_what_was_received(images, texts, message):
+    for function in (lambda i, t: cyclip_loss(i, t, 0.0), cyclic_regularizers, lambda i, t: clip_loss(i, t, 0.0)):
+        with pytest.raises(ValueError, match=message) as raised:
+            function(images, texts)
+        assert str(tuple(images.shape)) in str(raised.value) or "dtype" in str(raised.value)
+
+
+def test_non_scalar_logit_scale_is_refused():
+    images, texts = random_features(4, 3)
+    with pytest.raises(ValueError, match="logit_scale must be a scalar"):
+        clip_loss(images, texts, torch.ones(2))
