@@ -1,0 +1,95 @@
+"""Checkpoint files: atomic writes, and reads that can never run code stored in the file.
+
+A crash or a full disk mid-save must not destroy the last good checkpoint, so `save_checkpoint` writes a
+temporary file next to the target and renames it over the target only once it is complete on disk.
+`read_checkpoint` uses `torch.load(weights_only=True)`: a pickle that would need to import or call anything
+beyond tensors and plain containers is refused before any of it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["read_checkpoint", "save_checkpoint"]
+
+
+def _current_umask() -> int:
+    """The process umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: NamedTemporaryFile creates files 0600, and a finished checkpoint should get the
+# permissions any other file the user writes would get.
+_UMASK = _current_umask()
+
+
+def save_checkpoint(payload: dict, path: str | os.PathLike) -> None:
+    """Write `payload` with `torch.save` so that `path` holds either the old file or the complete new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with tmp:
+            torch.save(payload, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp.name, 0o666 & ~_UMASK)
+        os.replace(tmp.name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp.name)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with `weights_only=True`; refuse (ValueError) anything that would need more."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found; pass the path of an existing .pt file")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path}: refused to load: it is not a weights-only checkpoint ({_unpickling_reason(error)}) and "
+            "loading it could execute arbitrary code stored in the file; cyclip only reads weights-only "
+            "checkpoints (tensors, numbers, strings, lists, dicts), so re-save the weights as a plain state dict "
+            "or .safetensors file"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError) as error:  # torch's readers on junk bytes
+        if isinstance(error, RuntimeError) and not any(s in str(error) for s in ("PytorchStreamReader", "magic")):
+            raise
+        raise ValueError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt); re-save it or pick another file"
+        ) from error
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: holds a {type(checkpoint).__name__}, expected a dict of weights")
+    return checkpoint
+
+
+def _unpickling_reason(error: pickle.UnpicklingError) -> str:
+    """The one line of torch's long weights-only message that says what was blocked."""
+    for line in str(error).splitlines():
+        if "nsupported" in line:
+            reason = line.strip().removeprefix("WeightsUnpickler error:").strip()
+            return reason.split(" Please use")[0].rstrip(".")
+    return "it contains objects other than tensors and plain containers"
