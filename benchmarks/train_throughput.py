@@ -4,7 +4,7 @@
 Each trainer reports its own steady-state samples/s (data loading included) over log intervals; the
 first interval (warm-up, worker start) is dropped and the median of the rest is reported.
 
-    python benchmarks/train_throughput.py [--model cyclip-vit-tiny] [--batch-size 64] [--workers 2]
+    python benchmarks/train_throughput.py [--model cyclip-rn-tiny] [--batch-size 64] [--workers 2]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def openclip_samples_per_second(csv: Path, output: Path, args) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="cyclip-vit-tiny", help="model name known to open_clip")
+    parser.add_argument("--model", default="cyclip-rn-tiny", help="model name known to open_clip")
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per step")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes for both trainers")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="training precision")

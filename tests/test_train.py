@@ -279,3 +279,50 @@ def test_load_checkpoint_is_the_package_level_api():
     import cyclip.models
 
     assert cyclip.load_checkpoint is cyclip.models.load_checkpoint
+
+
+def test_bf16_autocast_and_accumulation_train_with_float32_weights(digits, tmp_path):
+    _, small = digits
+    config = TrainConfig(
+        train_data=str(small), epochs=1, batch_size=16, accum_freq=2, precision="bf16", grad_clip_norm=1.0,
+        workers=0, log_every=2, lambda_inmodal=0.25, lambda_crossmodal=0.25, output=str(tmp_path),
+    )  # fmt: skip
+    result = Trainer(config).fit()
+    train = result.history[-1]["train"]
+    assert all(torch.isfinite(torch.tensor(train[k])) for k in ("loss", "inmodal_cyclic", "crossmodal_cyclic"))
+    weights = read_checkpoint(result.checkpoint)["model"]
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
+    assert read_checkpoint(result.checkpoint)["step"] == 192 // 32
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_accumulated_step_has_the_gradient_of_one_big_batch(digits, tmp_path):
+    _, small = digits
+
+    def gradients(accum_freq: int, batches) -> dict[str, torch.Tensor]:
+        config = TrainConfig(
+            train_data=str(small), model="cyclip-vit-tiny", batch_size=16, accum_freq=accum_freq, workers=0,
+            lambda_inmodal=0.25, lambda_crossmodal=0.25, output=str(tmp_path / str(accum_freq)),
+        )  # fmt: skip
+        trainer = Trainer(config)  # same seed: same initial weights
+        trainer.optimizer.step = lambda *args, **kwargs: None  # keep the weights and the gradients
+        trainer.optimizer.zero_grad = lambda *args, **kwargs: None
+        trainer._optimizer_step(batches)
+        return {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+
+    loader = torch.utils.data.DataLoader(_dataset(small), batch_size=32)
+    images, texts, _ = next(iter(loader))
+    whole = gradients(1, [(images, texts)])
+    accumulated = gradients(2, [(images[:16], texts[:16]), (images[16:], texts[16:])])
+    assert whole.keys() == accumulated.keys()
+    for name in whole:
+        scale = whole[name].abs().max().clamp(min=1e-12)
+        assert ((accumulated[name] - whole[name]).abs().max() / scale).item() <= 1e-4, name
+
+
+def _dataset(csv_path: Path):
+    from cyclip.data import ImageCaptionDataset
+    from cyclip.models import create_model
+
+    _, _, preprocess, tokenizer = create_model("cyclip-vit-tiny")
+    return ImageCaptionDataset(csv_path, transform=preprocess, tokenizer=tokenizer)

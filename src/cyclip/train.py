@@ -259,12 +259,13 @@ class Trainer:
             image_features, text_features, _ = self.model(images, texts)
         return image_features, text_features
 
-    def _loss(self, image_features: torch.Tensor, text_features: torch.Tensor):
+    def _loss(self, image_features: torch.Tensor, text_features: torch.Tensor, scale_grad: bool = True):
+        logit_scale = unwrap(self.model).logit_scale
         with self._autocast():
             return cyclip_loss(
                 image_features,
                 text_features,
-                unwrap(self.model).logit_scale,
+                logit_scale if scale_grad else logit_scale.detach(),
                 self.config.lambda_inmodal,
                 self.config.lambda_crossmodal,
             )
@@ -274,7 +275,8 @@ class Trainer:
 
         With accumulation the features of every micro-batch are first computed without a graph;
         then each micro-batch is re-run with a graph and its fresh features replace the cached
-        ones, so the gradients add up to those of one big contrastive batch (OpenCLIP's scheme).
+        ones, so the gradients add up to those of one big contrastive batch (OpenCLIP's scheme). The
+        logit scale takes its gradient from the last pass only: every pass sees the whole batch.
         """
         self.model.train()
         if len(micro_batches) == 1:
@@ -290,7 +292,7 @@ class Trainer:
                     fresh = self._features(images, texts)
                     image_features = torch.cat([f[0] if i != index else fresh[0] for i, f in enumerate(cached)])
                     text_features = torch.cat([f[1] if i != index else fresh[1] for i, f in enumerate(cached)])
-                    output = self._loss(image_features, text_features)
+                    output = self._loss(image_features, text_features, scale_grad=last)
                     self.scaler.scale(output.total).backward()
         if self.config.grad_clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
