@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -456,8 +457,6 @@ def _replace_with_link(source: Path, target: Path) -> None:
     try:
         os.link(source, temporary)
     except OSError:
-        import shutil
-
         shutil.copyfile(source, temporary)
     os.replace(temporary, target)
 
