@@ -13,7 +13,7 @@ import os
 import stat
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +200,6 @@ def read_pairs(path: Path, image_key: str, caption_key: str, separator: str) -> 
     images: list[str] = []
     captions: list[str] = []
     lines: list[int] = []
-    end = 0  # last line of the last complete row, for errors raised while reading the next one
     try:
         # utf-8-sig drops the byte-order mark spreadsheet programs write, which would rename the first column.
         with open(path, encoding="utf-8-sig", newline="") as file:
@@ -213,16 +212,7 @@ def read_pairs(path: Path, image_key: str, caption_key: str, separator: str) -> 
                 )
             header = [name.strip() for name in header]
             image_column, caption_column = _find_columns(path, header, image_key, caption_key, separator)
-            end = reader.line_num
-            for row in reader:
-                start, end = end + 1, reader.line_num
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise DataError(
-                        f"{path}: line {start} has {len(row)} fields but the header has {len(header)}; "
-                        f"quote fields that contain {separator!r} or fill in the missing ones"
-                    )
+            for start, row in numbered_rows(path, reader, len(header)):
                 images.append(row[image_column])
                 captions.append(row[caption_column])
                 lines.append(start)
@@ -231,11 +221,30 @@ def read_pairs(path: Path, image_key: str, caption_key: str, separator: str) -> 
             f"{path}: {locate_bad_utf8(path)} is not valid UTF-8; re-encode the file as UTF-8 "
             "(e.g. iconv -f latin1 -t utf-8)"
         ) from None
-    except csv.Error as error:
-        raise DataError(f"{path}: line {end + 1}: {error}; check the quoting of the row starting there") from None
+    except csv.Error as error:  # in the header line
+        raise DataError(f"{path}: line 1: {error}; check the quoting of the header") from None
     if not lines:
         raise DataError(f"{path}: no data rows after the header; add one row per image-caption pair")
     return images, captions, lines
+
+
+def numbered_rows(path: Path, reader, width: int) -> Iterator[tuple[int, list[str]]]:
+    """Non-empty data rows of a csv.reader with the file line each starts on (quoted captions may span
+    lines); a row of the wrong width or broken quoting is one DataError naming that line."""
+    end = reader.line_num  # last line of the last complete row
+    try:
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            if not row:
+                continue
+            if len(row) != width:
+                raise DataError(
+                    f"{path}: line {start} has {len(row)} fields but the header has {width}; "
+                    f"quote fields that contain {reader.dialect.delimiter!r} or fill in the missing ones"
+                )
+            yield start, row
+    except csv.Error as error:
+        raise DataError(f"{path}: line {end + 1}: {error}; check the quoting of the row starting there") from None
 
 
 def _find_columns(path: Path, header: list[str], image_key: str, caption_key: str, separator: str) -> tuple[int, int]:

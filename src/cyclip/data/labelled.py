@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from cyclip.data.captions import locate_bad_utf8
+from cyclip.data.captions import locate_bad_utf8, numbered_rows
 from cyclip.data.images import DataError, load_rgb_image
 
 DEFAULT_TEMPLATES = ["a photo of a {}."]
@@ -104,7 +104,6 @@ def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int]]
     paths: list[Path] = []
     labels: list[int] = []
     missing: list[tuple[int, str]] = []
-    end = 0
     try:
         with open(path, encoding="utf-8-sig", newline="") as file:
             reader = csv.reader(file)
@@ -115,13 +114,7 @@ def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int]]
                     f"(found: {', '.join(header) or 'an empty file'})"
                 )
             image_column, label_column = header.index("image"), header.index("label")
-            end = reader.line_num
-            for row in reader:
-                line, end = end + 1, reader.line_num
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise DataError(f"{path}: line {line} has {len(row)} fields but the header has {len(header)}")
+            for line, row in numbered_rows(path, reader, len(header)):
                 labels.append(_parse_label(path, line, row[label_column].strip(), classes, index_of))
                 image = path.parent / row[image_column]
                 if not row[image_column].strip() or not image.is_file():
@@ -129,8 +122,8 @@ def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int]]
                 paths.append(image)
     except UnicodeDecodeError:
         raise DataError(f"{path}: {locate_bad_utf8(path)} is not valid UTF-8; re-encode the file as UTF-8") from None
-    except csv.Error as error:
-        raise DataError(f"{path}: line {end + 1}: {error}; check the quoting of the row starting there") from None
+    except csv.Error as error:  # in the header line
+        raise DataError(f"{path}: line 1: {error}; check the quoting of the header") from None
     if not paths:
         raise DataError(f"{path}: no data rows after the header; add one 'image,label' row per image")
     if missing:
