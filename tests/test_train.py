@@ -17,7 +17,8 @@ import yaml
 from PIL import Image
 
 from cyclip.checkpoints import read_checkpoint
-from cyclip.cli import build_parser, main, train_config_from_args
+from cyclip.cli import build_parser, main
+from cyclip.cli.train import train_config_from_args
 from cyclip.config import TrainConfig
 from cyclip.data import read_labelled_folder, write_digits_demo
 from cyclip.models import load_checkpoint

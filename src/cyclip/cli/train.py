@@ -1,17 +1,12 @@
-"""Command line: parses arguments into a config and calls the library. Nothing else lives here."""
+"""`cyclip train`: flags (and an optional YAML file) into a TrainConfig, then `cyclip.train.train`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from cyclip.config import BAD_SAMPLE_POLICIES, PRECISIONS, TrainConfig, read_config_file
-
-log = logging.getLogger("cyclip")
 
 # (flags, options) for every `cyclip train` option; the destination is the TrainConfig field.
 TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
@@ -64,7 +59,7 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
 ]
 
 
-def _add_train_parser(subparsers) -> None:
+def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train CLIP or CyCLIP on an image-caption CSV",
@@ -74,50 +69,6 @@ def _add_train_parser(subparsers) -> None:
     for flags, options in TRAIN_OPTIONS:
         parser.add_argument(*flags, default=None, **options)
     parser.set_defaults(handler=_run_train)
-
-
-def _add_eval_parser(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a checkpoint", description="Evaluate a trained checkpoint.")
-    tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
-    zeroshot = tasks.add_parser(
-        "zeroshot",
-        help="zero-shot top-1/3/5/10 on a labelled folder",
-        description="Zero-shot classification: class embeddings averaged over the folder's prompt templates.",
-    )
-    zeroshot.add_argument("--checkpoint", required=True, help="a cyclip checkpoint (e.g. OUTPUT/latest.pt)")
-    zeroshot.add_argument("--data", required=True, help="folder with labels.csv (image,label) and classes.json")
-    zeroshot.add_argument("--output", help="write the metrics to this JSON file")
-    zeroshot.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    zeroshot.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
-    zeroshot.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
-    zeroshot.set_defaults(handler=_run_eval_zeroshot)
-
-
-def _add_demo_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="train CLIP and CyCLIP on handwritten digits and compare them",
-        description="Builds an image-caption set from scikit-learn's handwritten digits, trains CLIP and CyCLIP "
-        "from the same seed, and compares zero-shot accuracy and consistency on held-out data.",
-    )
-    parser.add_argument("--output", default="cyclip-demo", help="folder for data, runs, JSON and plots")
-    parser.add_argument(
-        "--model", default="cyclip-rn-tiny", help="bundled or open_clip model (default: cyclip-rn-tiny)"
-    )
-    parser.add_argument("--epochs", type=int, default=8, help="epochs per model (default: 8)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default: 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed shared by both runs (default: 0)")
-    parser.set_defaults(handler=_run_demo)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cyclip", description="Train and evaluate CLIP and CyCLIP image-text models.")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_train_parser(subparsers)
-    _add_eval_parser(subparsers)
-    _add_demo_parser(subparsers)
-    return parser
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -142,53 +93,3 @@ def _run_train(args: argparse.Namespace) -> None:
     logging.getLogger("cyclip").addHandler(handler)
     result = train(config)
     print(f"checkpoint: {result.checkpoint}")
-
-
-def _run_eval_zeroshot(args: argparse.Namespace) -> None:
-    from cyclip.evaluation.zeroshot import zeroshot_classification
-    from cyclip.models import load_checkpoint
-    from cyclip.train import resolve_device
-
-    device = resolve_device(args.device)
-    model, preprocess, tokenizer = load_checkpoint(args.checkpoint, device=device)
-    results = zeroshot_classification(
-        model, preprocess, tokenizer, args.data, device=device, batch_size=args.batch_size, workers=args.workers
-    )
-    print(f"zero-shot on {args.data}: {results['num_images']} images, {results['num_classes']} classes")
-    for key, value in results.items():
-        if key.startswith("top"):
-            print(f"  {key:>6}: {100 * value:6.2f}%")
-    if args.output:
-        Path(args.output).write_text(json.dumps({"task": "zeroshot", "data": str(args.data), **results}, indent=2))
-
-
-def _run_demo(args: argparse.Namespace) -> None:
-    from cyclip.demo import run_demo
-
-    run_demo(
-        Path(args.output),
-        model=args.model,
-        epochs=args.epochs,
-        device=args.device,
-        workers=args.workers,
-        seed=args.seed,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("cyclip").setLevel(logging.INFO)  # ours at INFO; open_clip's chatter stays quiet
-    args = build_parser().parse_args(argv)
-    from cyclip.data import DataError
-    from cyclip.train import NonFiniteLossError
-
-    try:
-        args.handler(args)
-    except (DataError, ValueError, FileNotFoundError, NonFiniteLossError) as error:
-        print(f"cyclip: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

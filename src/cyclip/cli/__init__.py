@@ -1,0 +1,42 @@
+"""Command line: parses arguments into a config and calls the library. Nothing else lives here.
+
+Each command is a module of this package with an `add_parser(subparsers)` that registers it and sets
+its `handler`; `COMMANDS` lists them in the order `cyclip --help` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+COMMANDS = ("train", "evaluate", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cyclip", description="Train and evaluate CLIP and CyCLIP image-text models.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"cyclip.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("cyclip").setLevel(logging.INFO)  # ours at INFO; open_clip's chatter stays quiet
+    args = build_parser().parse_args(argv)
+    from cyclip.data import DataError
+    from cyclip.train import NonFiniteLossError
+
+    try:
+        args.handler(args)
+    except (DataError, ValueError, FileNotFoundError, NonFiniteLossError) as error:
+        print(f"cyclip: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
