@@ -1,5 +1,6 @@
 """Checkpoint files: atomic replacement, and refusal of pickles that would run code."""
 
+import json
 import os
 import pickle
 import random
@@ -10,6 +11,8 @@ import pytest
 import torch
 
 from cyclip.checkpoints import read_checkpoint, save_checkpoint
+from cyclip.export import export_open_clip
+from cyclip.models import BUNDLED_CONFIG_DIR, create_model, load_checkpoint
 
 
 def _payload(value: float) -> dict:
@@ -93,6 +96,54 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, attack, writer):
             torch.load(f, weights_only=False)
         else:
             pickle.load(f)
+    assert marker.exists()
+
+
+def _load_with(loader: str, path: Path, tmp_path: Path) -> None:
+    """Every way cyclip reads weights, pointed at `path` (or at a model folder holding it)."""
+    if loader == "read_checkpoint":
+        read_checkpoint(path)
+    elif loader == "load_checkpoint":
+        load_checkpoint(path)
+    elif loader == "create_model(pretrained=file)":
+        create_model("cyclip-vit-tiny", pretrained=path)
+    elif loader == "export_open_clip":
+        export_open_clip(path, tmp_path / "export")
+    else:  # a local-dir folder whose weights file is the pickle
+        config = {"model_cfg": json.loads((BUNDLED_CONFIG_DIR / "cyclip-vit-tiny.json").read_text())}
+        (path.parent / "open_clip_config.json").write_text(json.dumps(config))
+        if loader == "create_model(pretrained=folder)":
+            create_model("cyclip-vit-tiny", pretrained=path.parent)
+        else:
+            create_model(f"local-dir:{path.parent}")
+
+
+@pytest.mark.parametrize("attack", [_ShellAttack, _FunctionAttack])
+@pytest.mark.parametrize(
+    "loader",
+    [
+        "read_checkpoint",
+        "load_checkpoint",
+        "create_model(pretrained=file)",
+        "export_open_clip",
+        "create_model(pretrained=folder)",
+        "create_model(local-dir:folder)",
+    ],
+)
+def test_every_loader_refuses_code_without_running_it(tmp_path, attack, loader):
+    marker, folder = tmp_path / "pwned", tmp_path / "model"
+    folder.mkdir()
+    path = folder / "pytorch_model.bin"  # a weights name open_clip's local-dir: folders use
+    torch.save({"model": {"w": torch.ones(2)}, "model_name": "cyclip-vit-tiny", "extra": attack(marker)}, path)
+
+    with pytest.raises(ValueError) as error:
+        _load_with(loader, path, tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: refused to load") and "arbitrary code" in message and "\n" not in message
+    assert not marker.exists()
+    assert not (tmp_path / "export").exists()
+
+    torch.load(path, weights_only=False)  # the file really is live: an unsafe load runs the payload
     assert marker.exists()
 
 

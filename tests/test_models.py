@@ -1,7 +1,10 @@
 """Model construction and weight loading, checked against open_clip's own builders and the original models."""
 
 import copy
+import json
+import logging
 import random
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -10,7 +13,7 @@ import torch
 from open_clip.model import build_model_from_openai_state_dict, convert_weights_to_fp16
 
 from cyclip.checkpoints import save_checkpoint
-from cyclip.models import available_models, create_model, load_checkpoint
+from cyclip.models import BUNDLED_CONFIG_DIR, available_models, create_model, load_checkpoint, model_config
 
 BUNDLED = ["cyclip-vit-tiny", "cyclip-rn-tiny"]
 CAPTIONS = ["a photo of the digit three", "a handwritten seven"]
@@ -141,21 +144,35 @@ def test_openai_layout_state_dict_loads(tmp_path, original):
     torch.testing.assert_close(actual[1], expected[1], rtol=0, atol=0)
 
 
-def test_wrong_architecture_is_refused_with_keys_and_shapes(tmp_path):
+@pytest.fixture(scope="module")
+def vit_and_rn_state_dicts():
     vit, *_ = _build("cyclip-vit-tiny", seed=0)
     rn, *_ = _build("cyclip-rn-tiny", seed=0)
-    path = tmp_path / "vit.pt"
-    save_checkpoint({"model": vit.state_dict(), "model_name": "cyclip-vit-tiny"}, path)
+    return vit, rn.state_dict()
+
+
+@pytest.mark.parametrize("layout", ["open_clip checkpoint", "state dict", "safetensors", "cyclip checkpoint", "openai"])
+def test_wrong_architecture_is_refused_with_keys_and_shapes(tmp_path, vit_and_rn_state_dicts, layout):
+    vit, rn = vit_and_rn_state_dicts
+    path = tmp_path / ("vit.safetensors" if layout == "safetensors" else "vit.pt")
+    if layout == "openai":
+        torch.save(_openai_state_dict(vit), path)
+    else:
+        _write(vit.state_dict(), path, layout, "cyclip-vit-tiny")
 
     with pytest.raises(ValueError) as error:
         create_model("cyclip-rn-tiny", pretrained=path)
     message = str(error.value)
+    vit_state = vit.state_dict()
     conv = "visual.conv1.weight"
-    assert f"{conv} {list(vit.state_dict()[conv].shape)} vs model {list(rn.state_dict()[conv].shape)}" in message
-    unexpected = [k for k in vit.state_dict() if k not in rn.state_dict()]
-    assert f"{unexpected[0]} {list(vit.state_dict()[unexpected[0]].shape)}" in message
-    assert "'cyclip-rn-tiny'" in message and "trained as 'cyclip-vit-tiny'" in message
-    assert "\n" not in message
+    assert f"{conv} {list(vit_state[conv].shape)} vs model {list(rn[conv].shape)}" in message
+    unexpected = [k for k in vit_state if k not in rn]
+    assert f"{len(unexpected)} unexpected: {unexpected[0]} {list(vit_state[unexpected[0]].shape)}" in message
+    missing = [k for k in rn if k not in vit_state]
+    assert f"{len(missing)} missing: {missing[0]} {list(rn[missing[0]].shape)}" in message
+    assert message.startswith(f"{path}: weights do not fit model 'cyclip-rn-tiny'") and "\n" not in message
+    hint = "trained as 'cyclip-vit-tiny'" if layout == "cyclip checkpoint" else "pass the matching model"
+    assert message.endswith(hint)
 
 
 @pytest.mark.parametrize("key", ["text_projection", "positional_embedding"])
@@ -203,3 +220,51 @@ def test_load_checkpoint_rejects_plain_state_dicts(tmp_path, original):
     torch.save(model.state_dict(), path)
     with pytest.raises(ValueError, match="not a cyclip training checkpoint"):
         load_checkpoint(path)
+
+
+def test_model_config_is_the_full_architecture(tmp_path):
+    bundled = json.loads((BUNDLED_CONFIG_DIR / "cyclip-rn-tiny.json").read_text())
+    assert model_config("cyclip-rn-tiny") == bundled
+    reference = json.loads((Path(open_clip.__file__).parent / "model_configs" / "ViT-B-32.json").read_text())
+    assert model_config("ViT-B/32") == reference
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": bundled, "preprocess_cfg": {}}))
+    assert model_config(f"local-dir:{tmp_path}") == bundled
+
+
+def test_model_folder_problems_are_one_line_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        create_model(f"local-dir:{tmp_path / 'nope'}")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError, match="open_clip_config.json: not found"):
+        create_model(f"local-dir:{folder}")
+    with pytest.raises(FileNotFoundError, match="no weights file in the folder"):
+        create_model("cyclip-vit-tiny", pretrained=folder)
+    (folder / "open_clip_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="open_clip_config.json: not valid JSON"):
+        create_model(f"local-dir:{folder}")
+    (folder / "open_clip_config.json").write_text('{"preprocess_cfg": {}}')
+    with pytest.raises(ValueError, match="has no 'model_cfg' object"):
+        create_model(f"local-dir:{folder}")
+
+
+def test_config_only_folder_is_an_architecture(tmp_path, caplog):
+    """A folder with a config and no weights defines a new architecture to train from scratch."""
+    config = json.loads((BUNDLED_CONFIG_DIR / "cyclip-vit-tiny.json").read_text())
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    with caplog.at_level(logging.WARNING, logger="cyclip.models"):
+        model, *_ = create_model(f"local-dir:{tmp_path}")
+    assert "no weights file in the folder" in caplog.text
+    reference, _, _ = open_clip.create_model_and_transforms("cyclip-vit-tiny")
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize("content", [b"", b"not a safetensors file at all", b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": 1'])
+def test_damaged_safetensors_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "damaged.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a readable .safetensors file") as error:
+        create_model("cyclip-vit-tiny", pretrained=path)
+    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)

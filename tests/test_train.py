@@ -327,3 +327,24 @@ def _dataset(csv_path: Path):
 
     _, _, preprocess, tokenizer = create_model("cyclip-vit-tiny")
     return ImageCaptionDataset(csv_path, transform=preprocess, tokenizer=tokenizer)
+
+
+def test_gradient_checkpointing_gives_the_same_gradient(digits, tmp_path):
+    _, small = digits
+    images, texts, _ = next(iter(torch.utils.data.DataLoader(_dataset(small), batch_size=16)))
+
+    def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+        config = TrainConfig(
+            train_data=str(small), model="cyclip-vit-tiny", batch_size=16, workers=0, lambda_inmodal=0.25,
+            lambda_crossmodal=0.25, grad_checkpointing=checkpointing, output=str(tmp_path / str(checkpointing)),
+        )  # fmt: skip
+        trainer = Trainer(config)
+        trainer.optimizer.step = lambda *args, **kwargs: None
+        trainer.optimizer.zero_grad = lambda *args, **kwargs: None
+        trainer._optimizer_step([(images, texts)])
+        return {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys() and len(plain) > 10
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)

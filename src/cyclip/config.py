@@ -11,6 +11,8 @@ import yaml
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
+DATASET_TYPES = ("auto", "csv", "webdataset")
+IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment")
 
 
 @dataclass
@@ -24,6 +26,11 @@ class TrainConfig:
     csv_caption_key: str = "title"
     csv_separator: str = ","
     on_bad_sample: str = "skip"
+    dataset_type: str = "auto"
+    train_num_samples: int | None = None
+    dataset_resampled: bool = False
+    inmodal: bool = False
+    inmodal_image_augmentation: str = "autoaugment"
     model: str = "cyclip-rn-tiny"
     pretrained: str | None = None
     lambda_inmodal: float = 0.0
@@ -38,6 +45,7 @@ class TrainConfig:
     warmup: int = 100
     accum_freq: int = 1
     grad_clip_norm: float | None = None
+    grad_checkpointing: bool = False
     precision: str = "fp32"
     device: str = "auto"
     workers: int = 2
@@ -51,6 +59,15 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.on_bad_sample not in BAD_SAMPLE_POLICIES:
             raise ValueError(f"on_bad_sample must be 'skip' or 'error', got {self.on_bad_sample!r}")
+        if self.dataset_type not in DATASET_TYPES:
+            raise ValueError(f"dataset-type must be one of {', '.join(DATASET_TYPES)}, got {self.dataset_type!r}")
+        if self.inmodal_image_augmentation not in IMAGE_AUGMENTATIONS:
+            raise ValueError(
+                f"inmodal-image-augmentation must be one of {', '.join(IMAGE_AUGMENTATIONS)}, "
+                f"got {self.inmodal_image_augmentation!r}"
+            )
+        if self.train_num_samples is not None and self.train_num_samples < 1:
+            raise ValueError(f"train-num-samples must be at least 1, got {self.train_num_samples}")
         for name in ("epochs", "batch_size", "accum_freq", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

@@ -1,10 +1,15 @@
-"""torch.distributed helpers: who we are, and the two collectives the objective needs.
+"""torch.distributed: process-group set-up under torchrun, who we are, and the collectives the objective needs.
 
 Every function is a no-op (or identity) in a single process, so the objective reads the same
 whether or not a process group exists.
 """
 
 from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -14,9 +19,26 @@ _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather
 _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 
+_acting_alone = False
+
+
 def is_distributed() -> bool:
-    """True when a process group with more than one rank is initialised."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True when a process group with more than one rank is initialised (and not inside `local_only`)."""
+    return not _acting_alone and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Within the block this process acts alone: world size 1, rank 0, no collectives in the objective.
+
+    For work that ranks split unevenly (validation batches), where a collective per batch would hang.
+    """
+    global _acting_alone
+    previous, _acting_alone = _acting_alone, True
+    try:
+        yield
+    finally:
+        _acting_alone = previous
 
 
 def world_size() -> int:
@@ -25,6 +47,43 @@ def world_size() -> int:
 
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
+
+
+def launched_by_torchrun() -> bool:
+    """True inside a process that torchrun (or SLURM's srun with the same variables) started as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_process_group(device: torch.device, timeout_minutes: float = 30.0) -> None:
+    """Join the job's process group: NCCL on CUDA, gloo on CPU, rendezvous from torchrun's environment.
+
+    The timeout bounds how long a rank waits in a collective for a rank that died, so a job never hangs
+    for good; torchrun itself stops every rank as soon as one exits with an error.
+    """
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(
+        backend,
+        timeout=datetime.timedelta(minutes=timeout_minutes),
+        device_id=device if device.type == "cuda" else None,
+    )
+
+
+def destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
 
 
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:

@@ -1,32 +1,73 @@
 """Model construction through open_clip, the bundled small configs, and loading weights from local files.
 
 Architectures, transforms and the tokenizer all come from open_clip so that our checkpoints stay loadable by
-it. Weights are only ever read from local files (never a hub tag), always with `weights_only=True`.
+it. Weights are only ever read from local files (never a hub tag), always with `weights_only=True` or from
+.safetensors files, and always through `_load_exactly`, so that a file that does not fit is one clear error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import open_clip
+import safetensors
 import safetensors.torch
 import torch
-from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
+from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME
+from open_clip.convert import convert_state_dict
+from open_clip.model import (
+    CLIPTextCfg,
+    CLIPVisionCfg,
+    convert_to_custom_text_state_dict,
+    resize_pos_embed,
+    resize_text_pos_embed,
+)
 
 from cyclip.checkpoints import read_checkpoint
 
-__all__ = ["BUNDLED_CONFIG_DIR", "available_models", "create_model", "load_checkpoint"]
+__all__ = [
+    "BUNDLED_CONFIG_DIR",
+    "LOCAL_DIR_PREFIX",
+    "OPEN_CLIP_CONFIG_NAME",
+    "OPEN_CLIP_WEIGHTS_NAME",
+    "available_models",
+    "create_model",
+    "load_checkpoint",
+    "model_config",
+    "model_from_checkpoint",
+]
+
+log = logging.getLogger(__name__)
 
 BUNDLED_CONFIG_DIR = Path(__file__).parent / "model_configs"
+LOCAL_DIR_PREFIX = "local-dir:"
+OPEN_CLIP_CONFIG_NAME = HF_CONFIG_NAME  # open_clip_config.json: {"model_cfg": ..., "preprocess_cfg": ...}
+OPEN_CLIP_WEIGHTS_NAME = HF_SAFE_WEIGHTS_NAME  # open_clip_model.safetensors
 
 # Entries of OpenAI's released state dicts that are ints, not weights (open_clip's builder drops them too).
 _OPENAI_NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
-_LOCAL_DIR_PREFIX = "local-dir:"
+# Weight files of a `local-dir:` folder in the order open_clip prefers them (factory._find_checkpoint_in_dir).
+_FOLDER_WEIGHT_NAMES = (
+    OPEN_CLIP_WEIGHTS_NAME,
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.pth",
+    "model.pth",
+)
+_FOLDER_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth")
+# Config entries that only steer initialisation, not what loaded weights compute.
+_INIT_ONLY_KEYS = ("init_logit_scale", "init_logit_bias", "timm_model_pretrained", "hf_model_pretrained")
 
 
 def _register_bundled_configs() -> None:
@@ -44,26 +85,36 @@ def available_models() -> list[str]:
     return open_clip.list_models()
 
 
+def model_config(name: str) -> dict[str, Any]:
+    """The full open_clip config (`model_cfg`) of an architecture name: bundled, built-in or `local-dir:<folder>`."""
+    return open_clip.get_model_config(_check_model_name(name))
+
+
 def create_model(
     name: str, pretrained: str | os.PathLike | None = None, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, Callable, Callable, Callable]:
     """Build `(model, preprocess_train, preprocess_val, tokenizer)` for an open_clip architecture.
 
     `pretrained` is a local file: an open_clip checkpoint, an open_clip or OpenAI state dict, a .safetensors
-    file or a cyclip training checkpoint. `name` may also be `local-dir:<folder>` (open_clip's export format).
+    file or a cyclip training checkpoint; or a folder in open_clip's `local-dir:` layout (what `cyclip export`
+    writes), whose weights are loaded and whose preprocessing is used. `name` may also be `local-dir:<folder>`:
+    the architecture, preprocessing and (unless `pretrained` is given) the weights all come from that folder.
     """
     name = _check_model_name(name)
-    if pretrained is not None and not Path(pretrained).is_file():
-        raise FileNotFoundError(
-            f"pretrained weights {str(pretrained)!r} not found: cyclip never downloads weights, "
-            "pass the path of a local checkpoint, state dict or .safetensors file"
-        )
-    with _silence_random_init_warning():
-        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(name, device=device)
+    folder_config: dict[str, Any] | None = None
     if pretrained is not None:
-        state_dict, trained_as = _read_weights(Path(pretrained))
-        state_dict = _to_open_clip_layout(state_dict, model)
-        _load_exactly(model, state_dict, name, source=str(pretrained), trained_as=trained_as)
+        weights, folder_config = _resolve_pretrained(Path(pretrained))
+    else:
+        weights = _weights_in_folder(_local_dir(name)) if name.startswith(LOCAL_DIR_PREFIX) else None
+        if name.startswith(LOCAL_DIR_PREFIX) and weights is None:
+            log.warning("%s: no weights file in the folder; the model is initialised randomly", name)
+    state_dict, trained_as = _read_weights(weights) if weights is not None else (None, None)  # refusals come first
+    preprocess = (folder_config or {}).get("preprocess_cfg") or {}
+    model, preprocess_train, preprocess_val = _build(name, device, preprocess)
+    if state_dict is not None:
+        _load_exactly(model, _to_open_clip_layout(state_dict, model), name, source=str(weights), trained_as=trained_as)
+    if folder_config is not None:
+        _check_same_architecture(folder_config.get("model_cfg"), name, source=str(pretrained))
     return model, preprocess_train, preprocess_val, open_clip.get_tokenizer(name)
 
 
@@ -71,16 +122,26 @@ def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, Callable, Callable]:
     """Rebuild a trained model from a cyclip training checkpoint: `(model in eval mode, preprocess, tokenizer)`."""
-    checkpoint = read_checkpoint(path, device="cpu")
+    model, _, preprocess_val, tokenizer = model_from_checkpoint(read_checkpoint(path, device="cpu"), path, device)
+    return model.eval(), preprocess_val, tokenizer
+
+
+def model_from_checkpoint(
+    checkpoint: Mapping[str, Any], source: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, Callable, Callable, Callable]:
+    """`(model, preprocess_train, preprocess_val, tokenizer)` of a cyclip training checkpoint already read.
+
+    For callers that need the rest of the checkpoint too (its step, its config) without reading it twice.
+    """
     if not isinstance(checkpoint.get("model"), Mapping) or not isinstance(checkpoint.get("model_name"), str):
         raise ValueError(
-            f"{path}: not a cyclip training checkpoint (needs keys 'model' and 'model_name'); "
+            f"{source}: not a cyclip training checkpoint (needs keys 'model' and 'model_name'); "
             "load other weights with create_model(name, pretrained=path)"
         )
-    name = checkpoint["model_name"]
-    model, _, preprocess_val, tokenizer = create_model(name, device=device)
-    _load_exactly(model, _strip_module_prefix(checkpoint["model"]), name, source=str(path))
-    return model.eval(), preprocess_val, tokenizer
+    name = _check_model_name(checkpoint["model_name"])
+    model, preprocess_train, preprocess_val = _build(name, device)
+    _load_exactly(model, _strip_module_prefix(checkpoint["model"]), name, source=str(source))
+    return model, preprocess_train, preprocess_val, open_clip.get_tokenizer(name)
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -88,8 +149,9 @@ def load_checkpoint(
 
 def _check_model_name(name: str) -> str:
     """The name open_clip knows (`ViT-B/32` -> `ViT-B-32`); fail with suggestions, refuse names that download."""
-    if name.startswith(_LOCAL_DIR_PREFIX):
-        return name  # open_clip reads the folder's config and weights and reports its own errors
+    if name.startswith(LOCAL_DIR_PREFIX):
+        _read_folder_config(_local_dir(name))  # a missing or broken folder is one clear error, before any work
+        return name
     if name.startswith("hf-hub:"):
         raise ValueError(
             f"model {name!r}: cyclip never downloads models; export it to a folder and pass 'local-dir:<folder>'"
@@ -100,6 +162,116 @@ def _check_model_name(name: str) -> str:
     close = difflib.get_close_matches(name, models, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
     raise ValueError(f"unknown model {name!r}; {hint}available models: {', '.join(models)}")
+
+
+def _local_dir(name: str) -> Path:
+    return Path(name.removeprefix(LOCAL_DIR_PREFIX))
+
+
+def _read_folder_config(folder: Path) -> dict[str, Any]:
+    """The parsed open_clip_config.json of a `local-dir:` folder, checked for the `model_cfg` open_clip needs."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: model folder not found; pass a folder written by `cyclip export`")
+    path = folder / OPEN_CLIP_CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: not found, so {folder} is not an open_clip model folder; pass a folder written by `cyclip export`"
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); re-export the model") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
+        raise ValueError(f"{path}: has no 'model_cfg' object (the architecture); re-export the model")
+    if not isinstance(config.get("preprocess_cfg", {}), dict):
+        raise ValueError(f"{path}: 'preprocess_cfg' must be an object; re-export the model")
+    return config
+
+
+def _weights_in_folder(folder: Path) -> Path | None:
+    """The weights file open_clip would pick in a `local-dir:` folder (safetensors first), or None."""
+    for file_name in _FOLDER_WEIGHT_NAMES:
+        if (folder / file_name).is_file():
+            return folder / file_name
+    candidates = sorted(p for p in folder.iterdir() if p.suffix in _FOLDER_WEIGHT_SUFFIXES and p.is_file())
+    candidates.sort(key=lambda p: p.suffix != ".safetensors")  # stable: alphabetical within each kind
+    return candidates[0] if candidates else None
+
+
+def _resolve_pretrained(path: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The weights file `pretrained` names, and the folder's config when it names an exported folder."""
+    if path.is_file():
+        return path, None
+    if path.is_dir():
+        weights = _weights_in_folder(path)
+        if weights is None:
+            raise FileNotFoundError(
+                f"{path}: no weights file in the folder (looked for {OPEN_CLIP_WEIGHTS_NAME} and other "
+                f"{'/'.join(_FOLDER_WEIGHT_SUFFIXES)} files); pass a folder written by `cyclip export`"
+            )
+        return weights, _read_folder_config(path) if (path / OPEN_CLIP_CONFIG_NAME).exists() else None
+    raise FileNotFoundError(
+        f"pretrained weights {str(path)!r} not found: cyclip never downloads weights, "
+        "pass the path of a local checkpoint, state dict, .safetensors file or exported model folder"
+    )
+
+
+def _build(
+    name: str, device: str | torch.device, preprocess: Mapping[str, Any] | None = None
+) -> tuple[torch.nn.Module, Callable, Callable]:
+    """open_clip's model and transforms without any weights (we load them ourselves, through `_load_exactly`)."""
+    preprocess = preprocess or {}
+    with _silence_random_init_warning():
+        return open_clip.create_model_and_transforms(
+            name,
+            load_weights=False,
+            device=device,
+            image_mean=preprocess.get("mean"),
+            image_std=preprocess.get("std"),
+            image_interpolation=preprocess.get("interpolation"),
+            image_resize_mode=preprocess.get("resize_mode"),
+        )
+
+
+def _check_same_architecture(folder_cfg: Mapping[str, Any] | None, name: str, source: str) -> None:
+    """Refuse weights whose folder config differs from `name` in what shapes cannot show (e.g. QuickGELU)."""
+    if folder_cfg is None:
+        return
+    differences = _config_differences(_architecture(folder_cfg), _architecture(model_config(name)))
+    if differences:
+        shown = ", ".join(f"{key}: folder {ours!r} vs model {theirs!r}" for key, ours, theirs in differences[:5])
+        more = f", ... {len(differences) - 5} more" if len(differences) > 5 else ""
+        raise ValueError(
+            f"{source}: the weights fit model {name!r} but the folder's architecture differs ({shown}{more}), so "
+            f"they would compute something else; load the folder itself as model 'local-dir:{source}'"
+        )
+
+
+def _architecture(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config with open_clip's defaults filled in and initialisation-only entries dropped."""
+    arch = {k: v for k, v in cfg.items() if k not in _INIT_ONLY_KEYS}
+    arch.setdefault("quick_gelu", False)
+    arch.setdefault("custom_text", False)
+    for key, defaults in (("vision_cfg", CLIPVisionCfg), ("text_cfg", CLIPTextCfg)):
+        if isinstance(arch.get(key), Mapping):
+            tower = dict(arch[key])
+            with contextlib.suppress(TypeError):  # a field this open_clip does not know: compare as written
+                tower = dataclasses.asdict(defaults(**tower))
+            arch[key] = {k: v for k, v in tower.items() if k not in _INIT_ONLY_KEYS}
+    return arch
+
+
+def _config_differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every leaf where two JSON-like configs differ."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return [
+            difference
+            for key in sorted(set(a) | set(b))
+            for difference in _config_differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        ]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        a, b = list(a), list(b)
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
 @contextlib.contextmanager
@@ -121,9 +293,12 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     """The state dict inside any accepted file format, and the model name it was trained as (if recorded)."""
     if path.suffix == ".safetensors":
         try:
-            return _strip_module_prefix(safetensors.torch.load_file(path, device="cpu")), None
+            with safetensors.safe_open(path, framework="pt", device="cpu") as file:
+                state_dict = {key: file.get_tensor(key) for key in file.keys()}
+                trained_as = (file.metadata() or {}).get("model_name")
         except safetensors.SafetensorError as error:
-            raise ValueError(f"{path}: not a readable .safetensors file ({error}); re-export it") from error
+            raise ValueError(f"{path}: not a readable .safetensors file ({error}); re-export it") from None
+        return _strip_module_prefix(state_dict), trained_as
     checkpoint = read_checkpoint(path, device="cpu")
     trained_as = None
     if isinstance(checkpoint.get("state_dict"), Mapping):  # open_clip training checkpoint
@@ -145,6 +320,7 @@ def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, to
 
 def _to_open_clip_layout(state_dict: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Apply open_clip's own key/shape conversions, as `open_clip.load_checkpoint` does."""
+    state_dict = convert_state_dict(model, state_dict)  # third-party layouts open_clip knows (MobileCLIP)
     if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
         state_dict = convert_to_custom_text_state_dict(state_dict)  # OpenAI text layout -> CustomTextCLIP
     scale = state_dict.get("logit_scale")

@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from cyclip import distributed
 from cyclip.checkpoints import read_checkpoint, save_checkpoint
 from cyclip.config import TrainConfig
-from cyclip.data import ImageCaptionDataset
+from cyclip.data.loading import PairBatches
 from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.losses import cyclip_loss
 from cyclip.models import create_model
@@ -50,11 +49,14 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto` = CUDA when there is a GPU; under torchrun each process takes the GPU of its LOCAL_RANK."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", distributed.local_rank() if distributed.launched_by_torchrun() else 0)
     return device
 
 
@@ -112,29 +114,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loader(dataset, config: TrainConfig, device: torch.device, epoch: int, train: bool) -> DataLoader:
-    """A loader whose order and augmentation depend only on (seed, epoch, rank): exact resume."""
-    sampler = DistributedSampler(
-        dataset,
-        num_replicas=distributed.world_size(),
-        rank=distributed.rank(),
-        shuffle=train,
-        seed=config.seed,
-        drop_last=train,
-    )
-    sampler.set_epoch(epoch)
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 1_009 + distributed.rank())
-    return DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-        drop_last=train,
-        generator=generator,
-    )
-
-
 class MetricsWriter:
     """metrics.jsonl and TensorBoard, written by rank 0 only."""
 
@@ -165,7 +144,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         if not config.train_data:
-            raise ValueError("--train-data is required: a CSV/TSV of image paths and captions")
+            raise ValueError("--train-data is required: a CSV/TSV of image paths and captions, or WebDataset shards")
         self.config = config
         self.device = resolve_device(config.device)
         self.output = Path(config.output)
@@ -175,28 +154,32 @@ class Trainer:
                 "or choose another --output"
             )
         self.is_main = distributed.rank() == 0
+        if not self.is_main:
+            logging.getLogger("cyclip").setLevel(logging.WARNING)  # rank 0 alone reports progress
         seed_everything(config.seed)
         model, self.preprocess_train, self.preprocess_val, self.tokenizer = create_model(
             config.model, pretrained=config.pretrained, device=self.device
         )
+        if config.grad_checkpointing:
+            model.set_grad_checkpointing(True)
         self.model = model
-        csv_options = dict(
-            tokenizer=self.tokenizer,
-            image_key=config.csv_img_key,
-            caption_key=config.csv_caption_key,
-            separator=config.csv_separator,
-            on_bad_sample=config.on_bad_sample,
+        augment = None
+        if config.inmodal:
+            from cyclip.data.augment import PairAugmenter
+
+            augment = PairAugmenter(image_policy=config.inmodal_image_augmentation)
+        self.train_set = PairBatches(
+            config.train_data, self.preprocess_train, self.tokenizer, config, self.device, train=True, augment=augment
         )
-        self.train_set = ImageCaptionDataset(config.train_data, transform=self.preprocess_train, **csv_options)
         self.val_set = (
-            ImageCaptionDataset(config.val_data, transform=self.preprocess_val, **csv_options)
+            PairBatches(config.val_data, self.preprocess_val, self.tokenizer, config, self.device, train=False)
             if config.val_data
             else None
         )
-        self.steps_per_epoch = len(self.train_set) // (config.batch_size * distributed.world_size() * config.accum_freq)
+        self.steps_per_epoch = self.train_set.batches_per_epoch // config.accum_freq
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"{config.train_data}: {len(self.train_set)} rows are fewer than one step needs "
+                f"{config.train_data}: {self.train_set.num_samples} pairs are fewer than one step needs "
                 f"(batch-size {config.batch_size} x accum-freq {config.accum_freq} x {distributed.world_size()} "
                 "processes); lower --batch-size"
             )
@@ -255,23 +238,40 @@ class Trainer:
         dtype = AUTOCAST_DTYPES.get(self.config.precision)
         return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
-    def _features(self, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self._autocast():
-            image_features, text_features, _ = self.model(images, texts)
-        return image_features, text_features
+    def _features(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        """[image, text] features, or with in-modal augmentation [image, text, augmented image, augmented text].
 
-    def _loss(self, image_features: torch.Tensor, text_features: torch.Tensor, scale_grad: bool = True):
+        Augmented views go through the model in the same forward pass as the originals, as in the paper's code.
+        """
+        # Evaluation bypasses the DDP wrapper, whose forward may broadcast buffers (a collective).
+        model = self.model if self.model.training else unwrap(self.model)
+        with self._autocast():
+            if len(inputs) == 2:
+                image_features, text_features, _ = model(*inputs)
+                return [image_features, text_features]
+            images, texts, augmented_images, augmented_texts = inputs
+            image_features, text_features, _ = model(
+                torch.cat([images, augmented_images]), torch.cat([texts, augmented_texts])
+            )
+            batch = images.shape[0]
+            return [image_features[:batch], text_features[:batch], image_features[batch:], text_features[batch:]]
+
+    def _loss(self, features: list[torch.Tensor], scale_grad: bool = True):
         logit_scale = unwrap(self.model).logit_scale
+        augmented = {}
+        if len(features) == 4:
+            augmented = {"augmented_image_features": features[2], "augmented_text_features": features[3]}
         with self._autocast():
             return cyclip_loss(
-                image_features,
-                text_features,
+                features[0],
+                features[1],
                 logit_scale if scale_grad else logit_scale.detach(),
                 self.config.lambda_inmodal,
                 self.config.lambda_crossmodal,
+                **augmented,
             )
 
-    def _optimizer_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]]):
+    def _optimizer_step(self, micro_batches: list[tuple[torch.Tensor, ...]]):
         """One step over `accum_freq` micro-batches, with the loss over all of them together.
 
         With accumulation the features of every micro-batch are first computed without a graph;
@@ -281,19 +281,21 @@ class Trainer:
         """
         self.model.train()
         if len(micro_batches) == 1:
-            output = self._loss(*self._features(*micro_batches[0]))
+            output = self._loss(self._features(*micro_batches[0]))
             self.scaler.scale(output.total).backward()
         else:
             with torch.no_grad():
-                cached = [self._features(images, texts) for images, texts in micro_batches]
-            for index, (images, texts) in enumerate(micro_batches):
+                cached = [self._features(*inputs) for inputs in micro_batches]
+            for index, inputs in enumerate(micro_batches):
                 last = index == len(micro_batches) - 1
                 sync = contextlib.nullcontext() if last or not distributed.is_distributed() else self.model.no_sync()
                 with sync:
-                    fresh = self._features(images, texts)
-                    image_features = torch.cat([f[0] if i != index else fresh[0] for i, f in enumerate(cached)])
-                    text_features = torch.cat([f[1] if i != index else fresh[1] for i, f in enumerate(cached)])
-                    output = self._loss(image_features, text_features, scale_grad=last)
+                    fresh = self._features(*inputs)
+                    features = [
+                        torch.cat([fresh[kind] if i == index else part[kind] for i, part in enumerate(cached)])
+                        for kind in range(len(fresh))
+                    ]
+                    output = self._loss(features, scale_grad=last)
                     self.scaler.scale(output.total).backward()
         if self.config.grad_clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
@@ -313,8 +315,7 @@ class Trainer:
 
     def _train_epoch(self, metrics: MetricsWriter) -> dict[str, float]:
         config = self.config
-        loader = make_loader(self.train_set, config, self.device, self.epoch, train=True)
-        batches = iter(loader)
+        batches = iter(self.train_set.epoch(self.epoch))
         # Running sums stay on the device; they are read (one sync) only every `log_every` steps.
         sums = torch.zeros(4, device=self.device)
         first_bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
@@ -332,9 +333,9 @@ class Trainer:
         for _ in range(self.steps_per_epoch):
             micro_batches = []
             for _ in range(config.accum_freq):
-                images, texts, batch_skipped = next(batches)
+                *inputs, batch_skipped = next(batches)
                 skipped += batch_skipped.sum()
-                micro_batches.append((self._to_device(images), self._to_device(texts)))
+                micro_batches.append(tuple(self._to_device(tensor) for tensor in inputs))
             output = self._optimizer_step(micro_batches)
             values = torch.stack([part.detach().float() for part in output])
             newly_bad = (first_bad_step < 0) & ~torch.isfinite(values).all()
@@ -379,18 +380,23 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self) -> dict[str, float]:
-        """Mean loss parts over batches of --batch-size of the validation set."""
+        """Mean loss parts over the validation set's batches of --batch-size pairs.
+
+        Each rank takes a share of the batches and computes their losses alone, so the value does not
+        depend on the number of processes and uneven shares cannot hang a collective.
+        """
         self.model.eval()
-        loader = make_loader(self.val_set, self.config, self.device, 0, train=False)
-        sums, batches = torch.zeros(4, dtype=torch.float64, device=self.device), 0
-        for images, texts, _ in loader:
-            if images.shape[0] < 2:
-                continue
-            output = self._loss(*self._features(self._to_device(images), self._to_device(texts)))
-            sums += torch.stack([part.double() for part in output])
-            batches += 1
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)
+        rank, ranks = distributed.rank(), distributed.world_size()
+        with distributed.local_only():
+            for images, texts, _ in self.val_set.epoch(0, rank=rank, world_size=ranks):
+                if images.shape[0] < 2:
+                    continue
+                output = self._loss(self._features(self._to_device(images), self._to_device(texts)))
+                sums[:4] += torch.stack([part.double() for part in output])
+                sums[4] += 1
         distributed.all_reduce_sum_(sums)
-        total, contrastive, inmodal, crossmodal = (sums / max(1, batches * distributed.world_size())).tolist()
+        total, contrastive, inmodal, crossmodal = (sums[:4] / sums[4].clamp(min=1)).tolist()
         return {"loss": total, "contrastive": contrastive, "inmodal_cyclic": inmodal, "crossmodal_cyclic": crossmodal}
 
     def fit(self) -> TrainResult:
@@ -403,7 +409,7 @@ class Trainer:
             "training %s on %d pairs, global batch %d (%d per process x %d accumulation x %d processes), "
             "%d steps per epoch, lambdas %.3g/%.3g, %s on %s",
             config.model,
-            len(self.train_set),
+            self.train_set.num_samples,
             global_batch,
             config.batch_size,
             config.accum_freq,
@@ -437,6 +443,7 @@ class Trainer:
                     )
                     metrics.write("zeroshot", self.step, self.epoch, summary["zeroshot"])
                 checkpoint = self._save()
+                distributed.barrier()  # no rank starts the next epoch before the checkpoint is complete
                 history.append(summary)
                 if self.is_main:
                     log.info("%s", _format_epoch(summary))
@@ -446,8 +453,19 @@ class Trainer:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train (or continue, with `config.resume`) a CLIP/CyCLIP model; returns where things went."""
-    return Trainer(config).fit()
+    """Train (or continue, with `config.resume`) a CLIP/CyCLIP model; returns where things went.
+
+    Under torchrun every process calls this; it joins the process group (and leaves it at the end).
+    """
+    joined = False
+    if distributed.launched_by_torchrun() and not distributed.is_distributed():
+        distributed.init_process_group(resolve_device(config.device))
+        joined = True
+    try:
+        return Trainer(config).fit()
+    finally:
+        if joined:
+            distributed.destroy_process_group()
 
 
 def _replace_with_link(source: Path, target: Path) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("train", "evaluate", "demo")
+COMMANDS = ("train", "evaluate", "export", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,9 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except (DataError, ValueError, FileNotFoundError, NonFiniteLossError) as error:
-        print(f"cyclip: error: {error}", file=sys.stderr)
+        print(f"cyclip: error{_which_rank()}: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _which_rank() -> str:
+    """' on rank R of W' under torchrun, so that the process that failed is named; empty otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return f" on rank {os.environ.get('RANK', '?')} of {world_size}" if world_size > 1 else ""
 
 
 if __name__ == "__main__":

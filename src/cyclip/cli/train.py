@@ -4,14 +4,49 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
-from cyclip.config import BAD_SAMPLE_POLICIES, PRECISIONS, TrainConfig, read_config_file
+from cyclip.config import (
+    BAD_SAMPLE_POLICIES,
+    DATASET_TYPES,
+    IMAGE_AUGMENTATIONS,
+    PRECISIONS,
+    TrainConfig,
+    read_config_file,
+)
 
 # (flags, options) for every `cyclip train` option; the destination is the TrainConfig field.
 TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
-    (("--train-data",), dict(help="CSV/TSV of image paths and captions to train on (paths relative to its folder)")),
-    (("--val-data",), dict(help="CSV/TSV of held-out pairs; the validation loss is computed on it after each epoch")),
+    (
+        ("--train-data",),
+        dict(
+            help="CSV/TSV of image paths and captions (paths relative to its folder), "
+            "or WebDataset shards such as 'data/{00000..00127}.tar' (several lists joined by '::')"
+        ),
+    ),
+    (
+        ("--val-data",),
+        dict(help="held-out pairs (CSV/TSV or shards); the validation loss is computed on them after each epoch"),
+    ),
+    (
+        ("--dataset-type",),
+        dict(choices=DATASET_TYPES, help="auto (default: shards when the path names .tar files), csv or webdataset"),
+    ),
+    (
+        ("--train-num-samples",),
+        dict(
+            type=int,
+            help="WebDataset: samples per epoch (default: read from img2dataset's *_stats.json or a sizes.json)",
+        ),
+    ),
+    (
+        ("--dataset-resampled",),
+        dict(
+            action=argparse.BooleanOptionalAction,
+            help="WebDataset: draw shards with replacement, each rank on its own stream (for many nodes)",
+        ),
+    ),
     (
         ("--zeroshot-data",),
         dict(help="labelled folder (labels.csv + classes.json): zero-shot accuracy after each epoch"),
@@ -27,7 +62,13 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
         ("--model",),
         dict(help="open_clip architecture (RN50, ViT-B-32, ...); for CPU: cyclip-rn-tiny (default), cyclip-vit-tiny"),
     ),
-    (("--pretrained",), dict(help="local open_clip/OpenAI checkpoint or safetensors file to start from")),
+    (
+        ("--pretrained",),
+        dict(
+            help="weights to start from: a local open_clip/OpenAI checkpoint, state dict, safetensors file "
+            "or exported model folder"
+        ),
+    ),
     (
         ("--lambda-inmodal", "--cylambda1"),
         dict(type=float, help="weight of the in-modal cyclic regularizer (0 = CLIP; CyCLIP uses 0.25)"),
@@ -36,8 +77,24 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
         ("--lambda-crossmodal", "--cylambda2"),
         dict(type=float, help="weight of the cross-modal cyclic regularizer (0 = CLIP; CyCLIP uses 0.25)"),
     ),
+    (
+        ("--inmodal",),
+        dict(
+            action=argparse.BooleanOptionalAction,
+            help="the paper's in-modal mode: add image-augmented image and text-augmented text contrastive terms",
+        ),
+    ),
+    (
+        ("--inmodal-image-augmentation",),
+        dict(choices=IMAGE_AUGMENTATIONS, help="--inmodal: image augmentation policy (default: autoaugment)"),
+    ),
     (("--epochs",), dict(type=int, help="number of passes over the training data (default: 10)")),
-    (("--batch-size",), dict(type=int, help="pairs per step and per process (default: 64)")),
+    (
+        ("--batch-size",),
+        dict(
+            type=int, help="pairs per step and per process; global batch = this x processes x accum-freq (default: 64)"
+        ),
+    ),
     (("--lr",), dict(type=float, help="peak learning rate of the cosine schedule (default: 5e-4)")),
     (("--wd",), dict(type=float, help="AdamW weight decay, not applied to gains, biases, logit scale (default: 0.1)")),
     (("--beta1",), dict(type=float, help="AdamW beta1 (default: 0.9)")),
@@ -49,6 +106,13 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
         dict(type=int, help="micro-batches per step; the contrastive batch is batch-size x accum-freq (default: 1)"),
     ),
     (("--grad-clip-norm",), dict(type=float, help="clip the global gradient norm to this value (default: off)")),
+    (
+        ("--grad-checkpointing",),
+        dict(
+            action=argparse.BooleanOptionalAction,
+            help="recompute activations in the backward pass: less memory for larger batches, about 30%% slower",
+        ),
+    ),
     (("--precision",), dict(choices=PRECISIONS, help="fp32, or autocast with bf16 / fp16 (default: fp32)")),
     (("--device",), dict(help="auto, cpu, cuda or cuda:N (default: auto = cuda when available)")),
     (("--workers",), dict(type=int, help="data-loading processes (default: 2)")),
@@ -88,8 +152,9 @@ def _run_train(args: argparse.Namespace) -> None:
 
     config = train_config_from_args(args)
     Path(config.output).mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(Path(config.output) / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("cyclip").addHandler(handler)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone writes the log
+        handler = logging.FileHandler(Path(config.output) / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("cyclip").addHandler(handler)
     result = train(config)
     print(f"checkpoint: {result.checkpoint}")

@@ -1,0 +1,105 @@
+"""Batches of image-caption pairs for the training loop, from a CSV/TSV file or from WebDataset shards.
+
+Both sources give the same batches: `(images, tokens, skipped)`, or with in-modal augmentation
+`(images, tokens, augmented_images, augmented_tokens, skipped)`, and the same number of batches on
+every rank (collectives hang otherwise). Order and augmentation depend only on (seed, epoch, sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+
+from cyclip import distributed
+from cyclip.config import TrainConfig
+from cyclip.data.captions import ImageCaptionDataset
+from cyclip.data.seeding import SeededSamples
+
+
+def looks_like_shards(path: str) -> bool:
+    """WebDataset shard lists name .tar files (`data/{00000..00127}.tar`, several joined by '::')."""
+    return any(part.strip().endswith(".tar") for part in path.split("::"))
+
+
+class PairBatches:
+    """The pairs of one file or shard list; `epoch(e)` iterates this rank's batches of epoch e."""
+
+    def __init__(
+        self,
+        path: str,
+        transform: Callable,
+        tokenizer: Callable,
+        config: TrainConfig,
+        device: torch.device,
+        train: bool,
+        augment: Callable | None = None,
+    ) -> None:
+        self.path, self.transform, self.tokenizer = path, transform, tokenizer
+        self.config, self.device, self.train, self.augment = config, device, train, augment
+        kind = config.dataset_type
+        self.sharded = kind == "webdataset" or (kind == "auto" and looks_like_shards(path))
+        if self.sharded:
+            shards = self._shards(0, distributed.rank(), distributed.world_size()) if train else self._shards(0, 0, 1)
+            self.shard_count = len(shards.shards)
+            self.num_samples = shards.num_samples
+            self.batches_per_epoch = shards.batches_per_epoch if train else 0
+        else:
+            dataset = ImageCaptionDataset(
+                path,
+                transform=transform,
+                tokenizer=tokenizer,
+                image_key=config.csv_img_key,
+                caption_key=config.csv_caption_key,
+                separator=config.csv_separator,
+                on_bad_sample=config.on_bad_sample,
+                **({"augment": augment} if augment else {}),  # TEMP
+            )
+            self.dataset = SeededSamples(dataset, config.seed)
+            self.num_samples = len(dataset)
+            self.batches_per_epoch = self.num_samples // (config.batch_size * distributed.world_size())
+
+    def epoch(self, epoch: int, rank: int | None = None, world_size: int | None = None) -> Iterable[tuple]:
+        """Training: this rank's shuffled full batches of `epoch`. Validation: every `world_size`-th batch of
+        the file in order, from the `rank`-th (defaults: this process's rank and the job's world size)."""
+        rank = distributed.rank() if rank is None else rank
+        world_size = distributed.world_size() if world_size is None else world_size
+        if self.sharded:
+            if not self.train and self.shard_count < world_size:  # too few shards to share: rank 0 reads them all
+                return self._shards(epoch, 0, 1) if rank == 0 else []
+            return self._shards(epoch, rank, world_size)
+        self.dataset.set_epoch(epoch)
+        loader_options = dict(num_workers=self.config.workers, pin_memory=self.device.type == "cuda")
+        if not self.train:
+            batches = list(BatchSampler(range(len(self.dataset)), self.config.batch_size, drop_last=False))
+            return DataLoader(self.dataset, batch_sampler=batches[rank::world_size], **loader_options)
+        sampler = DistributedSampler(
+            self.dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.config.seed, drop_last=True
+        )
+        sampler.set_epoch(epoch)
+        return DataLoader(
+            self.dataset, batch_size=self.config.batch_size, sampler=sampler, drop_last=True, **loader_options
+        )
+
+    def _shards(self, epoch: int, rank: int, world_size: int):
+        from cyclip.data.shards import ShardBatches
+
+        config = self.config
+        return ShardBatches(
+            self.path,
+            self.transform,
+            self.tokenizer,
+            batch_size=config.batch_size,
+            num_samples=config.train_num_samples if self.train else None,
+            seed=config.seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=world_size,
+            workers=config.workers,
+            resampled=config.dataset_resampled and self.train,
+            on_bad_sample=config.on_bad_sample,
+            augment=self.augment,
+            pin_memory=self.device.type == "cuda",
+            finite=not self.train,
+        )

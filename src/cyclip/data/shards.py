@@ -1,0 +1,531 @@
+"""Image-caption pairs from WebDataset shards (the tar files img2dataset writes for CC3M, CC12M, LAION).
+
+A `ShardBatches` is the batches of one epoch on one rank. Collectives hang when ranks run different
+step counts, so in training every rank yields exactly `batches_per_epoch` full batches, reading its
+shards again when they run out. Bad samples follow the CSV policy (`cyclip.data.captions`): skipped
+and counted in the batch's `skipped` tensor, or fatal with on_bad_sample="error". Every random choice
+(shard order, sample shuffle, resampling, augmentation) is seeded from (seed, epoch, rank, worker, sample),
+so a run and its resume see the same batches.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+import webdataset as wds
+from braceexpand import UnbalancedBracesError, braceexpand
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from cyclip.data.captions import BAD_SAMPLE_POLICIES, SKIP_HINT, caption_problem
+from cyclip.data.images import _DECODE_ERRORS, BadSampleError, DataError, to_rgb
+from cyclip.data.seeding import sample_seed, seeded_randomness
+
+log = logging.getLogger("cyclip.data")
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff")  # first one present is the image
+CAPTION_EXTENSION = "txt"
+SHARD_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
+SHUFFLE_BUFFER = 2000  # still-encoded samples per worker (OpenCLIP keeps 5000; ours stays under ~100 MB)
+SHUFFLE_INITIAL = 500
+MAX_WARNINGS = 5  # per data-loader worker
+TAR_END_BYTES = 1024  # a complete tar ends with two zero blocks
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # http:, s3:, pipe:, ... (one letter is a Windows drive)
+
+
+def expand_urls(urls: str) -> list[str]:
+    """Shard URLs from brace patterns ("data/{00000..00127}.tar"), several joined by "::" as in OpenCLIP.
+
+    Local shards must exist: a missing one is one DataError naming the first and counting the rest, so
+    a typo in the range fails now rather than as a worker error hours into training.
+    """
+    if not isinstance(urls, str) or not urls.strip():
+        raise DataError(f"no shards given ({urls!r}); pass shard paths such as 'data/{{00000..00127}}.tar'")
+    expanded: list[str] = []
+    for pattern in urls.split("::"):
+        pattern = pattern.strip()
+        if not pattern:
+            raise DataError(f"{urls}: empty pattern between '::' separators; remove the extra '::'")
+        try:
+            expanded.extend(_expand_user(url) for url in braceexpand(pattern))
+        except UnbalancedBracesError:
+            raise DataError(f"{pattern}: unbalanced braces; write shard ranges as {{00000..00127}}") from None
+    local = [path for path in map(_local_path, expanded) if path is not None]
+    missing = [path for path in local if not os.path.isfile(path)]
+    if missing:
+        what = "is a folder, not a shard" if os.path.isdir(missing[0]) else "shard not found"
+        raise DataError(
+            f"{missing[0]}: {what} ({len(missing)} of the {len(expanded)} shards of {urls!r} are missing); "
+            "check the folder and the brace range"
+        )
+    return expanded
+
+
+def count_samples(shards: list[str]) -> int | None:
+    """Samples in `shards` from img2dataset's "<shard>_stats.json" ("successes") or a "sizes.json" in the
+    shards' folder ({"00000.tar": n, ...}, as OpenCLIP reads it); None when some shard has neither."""
+    total = 0
+    folder_sizes: dict[str, dict | None] = {}
+    for url in shards:
+        path = _local_path(url)
+        if path is None:
+            return None
+        size = _stats_successes(path)
+        if size is None:
+            folder = os.path.dirname(os.path.abspath(path))
+            if folder not in folder_sizes:
+                folder_sizes[folder] = _read_sizes_json(os.path.join(folder, "sizes.json"))
+            sizes = folder_sizes[folder]
+            size = None if sizes is None else sizes.get(os.path.basename(path))
+            if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+                raise DataError(
+                    f"{os.path.join(folder, 'sizes.json')}: entry {os.path.basename(path)!r} is {size!r}, "
+                    "not a sample count; fix or delete the file"
+                )
+        if size is None:
+            return None
+        total += size
+    return total
+
+
+class ShardBatches:
+    """The batches of one epoch on one rank, in the CSV loader's form.
+
+    Each batch is `(images [B,3,H,W], tokens [B,L], skipped [B])`, or with `augment`
+    `(images, tokens, augmented_images, augmented_tokens, skipped)`; `skipped[i]` counts the bad samples
+    that sample i stood in for, so `skipped.sum()` over the epoch counts the bad samples met (a corrupt
+    or truncated shard counts 1 and stops that shard).
+
+    Training (finite=False): exactly `batches_per_epoch` full batches on every rank. Without `resampled`
+    the shards are shuffled by (seed, epoch), shard i of that order goes to rank i % world_size and then
+    to data-loader workers the same way; a worker whose shards run out reads them again. With `resampled`
+    every rank and worker draws shards with replacement from its own seeded stream (multi-node, as
+    OpenCLIP's --dataset-resampled). Samples are shuffled in a seeded buffer; a sample's augmentation is
+    drawn under `sample_seed(seed, epoch, url + "/" + key)` (with "#n" appended on its n-th re-read in
+    the epoch). Validation (finite=True): this rank's shards once, in order, the last batch possibly smaller.
+    """
+
+    def __init__(
+        self,
+        urls: str,
+        transform: Callable,
+        tokenizer: Callable,
+        *,
+        batch_size: int,
+        num_samples: int | None,
+        seed: int,
+        epoch: int,
+        rank: int,
+        world_size: int,
+        workers: int,
+        resampled: bool = False,
+        on_bad_sample: str = "skip",
+        augment: Callable | None = None,
+        pin_memory: bool = False,
+        finite: bool = False,
+    ) -> None:
+        _check_arguments(batch_size, num_samples, rank, world_size, workers, on_bad_sample)
+        if finite and resampled:
+            raise ValueError("finite=True reads each sample once; it cannot be combined with resampled=True")
+        self.urls = urls
+        self.transform = transform
+        self.tokenizer = tokenizer
+        self.augment = augment
+        self.batch_size = batch_size
+        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+        self.resampled, self.finite, self.on_bad_sample, self.pin_memory = resampled, finite, on_bad_sample, pin_memory
+        self.shards = expand_urls(urls)
+        if num_samples is None:
+            num_samples = count_samples(self.shards)
+            if num_samples is None and not finite:
+                raise DataError(
+                    f"{urls}: cannot count the samples (no <shard>_stats.json from img2dataset and no sizes.json "
+                    "next to the shards); pass --train-num-samples N"
+                )
+        self.num_samples = num_samples
+        # Training steps per epoch; in finite mode only informative (0 when the count is unknown).
+        self.batches_per_epoch = 0 if num_samples is None else num_samples // (batch_size * world_size)
+        if not finite and self.batches_per_epoch == 0:
+            raise ValueError(
+                f"{urls}: {num_samples} samples are fewer than one step needs (batch-size {batch_size} x "
+                f"{world_size} processes); lower --batch-size"
+            )
+        if resampled:
+            self.rank_shards = list(self.shards)  # the pool every worker draws from
+            self.workers = workers
+        else:
+            self._check_shard_count(len(self.shards), workers)
+            order = list(self.shards)
+            if not finite:
+                random.Random(sample_seed(seed, epoch, "shards")).shuffle(order)
+            self.rank_shards = order[rank::world_size]
+            # Validation may use fewer shards than workers: the extra workers would have nothing to read.
+            self.workers = min(workers, len(self.rank_shards)) if finite else workers
+
+    def _check_shard_count(self, shards: int, workers: int) -> None:
+        needed = self.world_size if self.finite else self.world_size * max(1, workers)
+        if shards >= needed:
+            return
+        if self.finite:
+            raise DataError(
+                f"{self.urls}: {shards} shards cannot be split over {self.world_size} processes; write the "
+                f"validation data into at least {self.world_size} shards or evaluate it in one process"
+            )
+        fixes = [f"write the data into at least {needed} shards", "use --dataset-resampled"]
+        if shards >= self.world_size:
+            fixes.insert(0, f"lower --workers to {shards // self.world_size}")
+        raise DataError(
+            f"{self.urls}: {shards} shards cannot be split over {self.world_size} processes x {max(1, workers)} "
+            f"data-loader workers (each needs one); {', '.join(fixes[:-1])} or {fixes[-1]}"
+        )
+
+    def __iter__(self) -> Iterator[tuple]:
+        stream = _ShardStream(self)
+        loader = DataLoader(
+            stream,
+            batch_size=None,  # the workers batch
+            num_workers=self.workers,
+            pin_memory=self.pin_memory and not self.finite,
+            persistent_workers=False,
+            # The loader draws its worker base seed from this, not from (and not advancing) the global RNG.
+            generator=torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, f"loader/{self.rank}")),
+        )
+        if self.finite:
+            yield from self._rebatch(loader)
+            return
+        count = 0
+        for batch in loader:
+            count += 1
+            yield batch
+        if count != self.batches_per_epoch:  # the workers' quotas add up to it; anything else is a bug
+            raise RuntimeError(f"rank {self.rank} yielded {count} batches instead of {self.batches_per_epoch}")
+
+    def _rebatch(self, loader: Iterable) -> Iterator[tuple]:
+        """Batches of exactly batch_size across workers (each worker ends with a short one), the last
+        possibly smaller; bad samples met after a worker's last good one are added to a neighbour."""
+        chunks: list[tuple[torch.Tensor, ...]] = []
+        rows, orphans = 0, 0
+        for item in loader:
+            if isinstance(item, int):  # a worker's trailing bad-sample count
+                orphans += item
+                continue
+            if orphans:
+                item[-1][0] += orphans
+                orphans = 0
+            chunks.append(item)
+            rows += len(item[-1])
+            while rows > self.batch_size:  # keep >= 1 row back: a trailing count may still arrive
+                batch, chunks = _split_rows(chunks, self.batch_size)
+                rows -= self.batch_size
+                yield self._pinned(batch)
+        if rows:
+            batch, _ = _split_rows(chunks, rows)
+            batch[-1][-1] += orphans
+            yield self._pinned(batch)
+        elif orphans:
+            raise DataError(
+                f"{self.urls}: none of the samples in the {len(self.rank_shards)} shards of rank {self.rank} is "
+                f"usable ({orphans} bad)"
+            )
+
+    def _pinned(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        if self.pin_memory and torch.cuda.is_available():
+            return tuple(tensor.pin_memory() for tensor in batch)
+        return batch
+
+
+class _ShardStream(IterableDataset):
+    """What each data-loader worker (or the main process, with workers=0) runs: its shards to batches."""
+
+    def __init__(self, batches: ShardBatches) -> None:
+        super().__init__()
+        self.shards = batches.rank_shards
+        self.transform = batches.transform
+        self.tokenizer = batches.tokenizer
+        self.augment = batches.augment
+        self.batch_size = batches.batch_size
+        self.seed = batches.seed
+        self.epoch = batches.epoch
+        self.rank = batches.rank
+        self.resampled = batches.resampled
+        self.finite = batches.finite
+        self.on_bad_sample = batches.on_bad_sample
+        self.quota = None if batches.finite else batches.batches_per_epoch  # batches of this rank, all workers
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | int]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return _Worker(self, worker, workers).batches()
+
+
+class _Worker:
+    """One worker's reading of its shards: raw samples -> seeded shuffle -> decode and check -> batches."""
+
+    def __init__(self, stream: _ShardStream, worker: int, workers: int) -> None:
+        self.stream = stream
+        self.worker = worker
+        self.name = f"rank {stream.rank}, data-loader worker {worker}"
+        self.pool = stream.shards if stream.resampled else stream.shards[worker::workers]
+        self.quota = None if stream.quota is None else stream.quota // workers + (worker < stream.quota % workers)
+        self.visits: Counter[str] = Counter()  # reads of each shard so far this epoch
+        self.warnings = 0
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, ...] | int]:
+        """Full batches up to the quota (training) or until the shards end (finite: then the short last
+        batch, or the trailing bad-sample count as a plain int when no good sample follows it)."""
+        stream = self.stream
+        if self.quota == 0 or not self.pool:
+            return
+        shuffle_rng = random.Random(sample_seed(stream.seed, stream.epoch, f"samples/{stream.rank}/{self.worker}"))
+        rows: list[tuple[torch.Tensor, ...]] = []
+        skipped: list[int] = []
+        pending, produced, good, tried = 0, 0, 0, set()
+        for shards in self._rounds():
+            samples: Iterator[dict] = (sample for url in shards for sample in self._read_shard(url))
+            if not stream.finite:
+                samples = wds.shuffle(SHUFFLE_BUFFER, SHUFFLE_INITIAL, rng=shuffle_rng)(samples)
+            for sample in samples:
+                row = self._prepare(sample)
+                if row is None:
+                    pending += 1
+                    continue
+                good += 1
+                rows.append(row)
+                skipped.append(pending)
+                pending = 0
+                if len(rows) == stream.batch_size:
+                    yield _collate(rows, skipped)
+                    rows, skipped = [], []
+                    produced += 1
+                    if produced == self.quota:
+                        return
+            tried.update(shards)
+            if self.quota is not None and not good and len(tried) == len(set(self.pool)):
+                raise DataError(
+                    f"{self.name}: none of the samples in its {len(set(self.pool))} shards ({_first(self.pool)}) is "
+                    f"usable ({pending} bad); check or remove these shards"
+                )
+        if rows:
+            skipped[-1] += pending
+            yield _collate(rows, skipped)
+        elif pending:
+            yield pending
+
+    def _rounds(self) -> Iterator[list[str]]:
+        """Lists of shards to read in turn: this worker's shards once (finite) or forever, or
+        len(pool) draws with replacement at a time from this rank's and worker's own seeded stream."""
+        stream = self.stream
+        if stream.finite:
+            yield list(self.pool)
+            return
+        if not stream.resampled:
+            while True:
+                yield list(self.pool)
+        draws = wds.ResampledShards(
+            self.pool,
+            nshards=len(self.pool),
+            seed=sample_seed(stream.seed, stream.epoch, f"resampled/{stream.rank}/{self.worker}"),
+            worker_seed=_no_worker_seed,  # rank and worker are in the seed already
+            deterministic=True,
+        )
+        while True:
+            yield [shard["url"] for shard in draws]
+
+    def _read_shard(self, url: str) -> Iterator[dict]:
+        """Raw samples of one shard, then, if the tar is corrupt or truncated, one marker for it."""
+        visit = self.visits[url]
+        self.visits[url] += 1
+        errors: list[Exception] = []
+
+        def stop_shard(error: Exception) -> bool:  # webdataset's handler protocol: False = stop this shard
+            errors.append(error)
+            return False
+
+        last = None  # held back one step, so that in error mode the tar's problem is reported first
+        for sample in wds.tarfile_samples([{"url": url}], handler=stop_shard):
+            sample["__visit__"] = visit
+            if last is not None:
+                yield last
+            last = sample
+        problem = _describe(errors[0]) if errors else _truncation(url)
+        if problem:
+            # The last sample may be a fragment cut by the damage: it is then counted as a bad sample too.
+            where = f"{url}: {problem}" + (f" near sample {last['__key__']}" if last is not None else "")
+            if self.stream.on_bad_sample == "error":
+                raise BadSampleError(f"{where} {SKIP_HINT}")
+        if last is not None:
+            yield last
+        if problem:
+            yield {"__shard_error__": f"{where}; the rest of this shard is skipped", "__visit__": visit}
+
+    def _prepare(self, sample: dict) -> tuple[torch.Tensor, ...] | None:
+        """The tensors of one sample, or None when it is unusable (warned about on its shard's first read)."""
+        first_read = sample["__visit__"] == 0
+        if "__shard_error__" in sample:
+            self._warn(sample["__shard_error__"], first_read)
+            return None
+        url, key = sample["__url__"], sample["__key__"]
+        try:
+            image, caption = _decode_sample(sample)
+        except BadSampleError as error:
+            if self.stream.on_bad_sample == "error":
+                raise BadSampleError(f"{url}: sample {key}: {error} {SKIP_HINT}") from None
+            self._warn(f"{url}: sample {key}: {error}; skipped", first_read)
+            return None
+        stream = self.stream
+        name = f"{url}/{key}" + (f"#{sample['__visit__']}" if sample["__visit__"] else "")
+        with seeded_randomness(sample_seed(stream.seed, stream.epoch, name)):
+            row = (stream.transform(image), stream.tokenizer([caption])[0])
+            if stream.augment is not None:
+                augmented_image, augmented_caption = stream.augment(image, caption)
+                row += (stream.transform(augmented_image), stream.tokenizer([augmented_caption])[0])
+        return row
+
+    def _warn(self, message: str, first_read: bool) -> None:
+        """The first few problems of this worker only: a broken shard must not flood the log."""
+        if not first_read:
+            return
+        self.warnings += 1
+        if self.warnings <= MAX_WARNINGS:
+            more = "; further bad samples are counted without a warning" if self.warnings == MAX_WARNINGS else ""
+            log.warning("%s (%s)%s", message, self.name, more)
+
+
+def _decode_sample(sample: dict) -> tuple[Image.Image, str]:
+    """(RGB image, caption) of a raw sample; BadSampleError says what is wrong with it."""
+    extension = next((extension for extension in IMAGE_EXTENSIONS if extension in sample), None)
+    files = ", ".join(sorted(name for name in sample if not name.startswith("__"))) or "none"
+    if extension is None:
+        raise BadSampleError(f"no image file ({'/'.join(IMAGE_EXTENSIONS)}; files: {files})")
+    if CAPTION_EXTENSION not in sample:
+        raise BadSampleError(f"no caption file (.{CAPTION_EXTENSION}; files: {files})")
+    try:
+        caption = sample[CAPTION_EXTENSION].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadSampleError("caption is not valid UTF-8") from None
+    problem = caption_problem(caption)
+    if problem:
+        raise BadSampleError(problem[1])
+    data = sample[extension]
+    if not data:
+        raise BadSampleError(f"empty image file (0 bytes, .{extension})")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return to_rgb(image), caption
+    except UnidentifiedImageError:
+        raise BadSampleError(f"the .{extension} file is not an image PIL can read") from None
+    except _DECODE_ERRORS as error:
+        raise BadSampleError(f"cannot decode the .{extension} image ({error})") from None
+
+
+def _collate(rows: list[tuple[torch.Tensor, ...]], skipped: list[int]) -> tuple[torch.Tensor, ...]:
+    return (*(torch.stack(column) for column in zip(*rows, strict=True)), torch.tensor(skipped, dtype=torch.long))
+
+
+def _split_rows(chunks: list[tuple[torch.Tensor, ...]], count: int) -> tuple[tuple, list[tuple]]:
+    """The first `count` rows of the concatenated chunks, and the chunks that hold the rest."""
+    merged = tuple(torch.cat(column) for column in zip(*chunks, strict=True))
+    head = tuple(tensor[:count] for tensor in merged)
+    rest = tuple(tensor[count:] for tensor in merged)
+    return head, ([rest] if len(rest[-1]) else [])
+
+
+def _check_arguments(
+    batch_size: int, num_samples: int | None, rank: int, world_size: int, workers: int, on_bad_sample: str
+) -> None:
+    if on_bad_sample not in BAD_SAMPLE_POLICIES:
+        raise ValueError(f"on_bad_sample must be 'skip' or 'error', got {on_bad_sample!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"--train-num-samples must be at least 1, got {num_samples}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..world_size-1 (world_size {world_size})")
+    if workers < 0:
+        raise ValueError(f"workers must be 0 or more, got {workers}")
+
+
+def _local_path(url: str) -> str | None:
+    """The file path of a local shard URL (plain path or file:), None for remote ones (http:, s3:, pipe:...)."""
+    if url.startswith("file:"):
+        return re.sub(r"^file:(//)?", "", url)
+    return None if _SCHEME.match(url) else url
+
+
+def _expand_user(url: str) -> str:
+    return os.path.expanduser(url) if url.startswith("~") else url
+
+
+def _stats_successes(path: str) -> int | None:
+    """The "successes" count of img2dataset's "<shard>_stats.json" next to the shard, if there is one."""
+    stem = next((path[: -len(ext)] for ext in SHARD_EXTENSIONS if path.endswith(ext)), os.path.splitext(path)[0])
+    stats = f"{stem}_stats.json"
+    if not os.path.isfile(stats):
+        return None
+    content = _read_json(stats)
+    successes = content.get("successes") if isinstance(content, dict) else None
+    if not isinstance(successes, int) or isinstance(successes, bool) or successes < 0:
+        raise DataError(f"{stats}: no sample count in 'successes' (got {successes!r}); fix or delete the file")
+    return successes
+
+
+def _read_sizes_json(path: str) -> dict | None:
+    if not os.path.isfile(path):
+        return None
+    sizes = _read_json(path)
+    if not isinstance(sizes, dict):
+        raise DataError(f'{path}: expected {{"00000.tar": count, ...}}, got a {type(sizes).__name__}; fix the file')
+    return sizes
+
+
+def _read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not valid JSON ({error}); fix or delete the file") from None
+
+
+def _truncation(url: str) -> str | None:
+    """Why a local .tar that read without error is still incomplete, or None.
+
+    Python's tarfile stops silently at a header cut short, so a shard truncated at a member boundary
+    would lose its tail unnoticed; a complete tar always ends with two zero blocks.
+    """
+    path = _local_path(url)
+    if path is None or not path.endswith(".tar"):
+        return None
+    try:
+        with open(path, "rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - TAR_END_BYTES))
+            tail = file.read()
+    except OSError as error:
+        return f"cannot read the shard ({error.strerror or error})"
+    if size < TAR_END_BYTES or tail.count(0) != len(tail):
+        return "incomplete tar file (it lacks the end-of-archive blocks: truncated copy?)"
+    return None
+
+
+def _describe(error: Exception) -> str:
+    """'cannot read the tar (ReadError: unexpected end of data)': webdataset appends the stream to the message."""
+    message = str(error.args[0]).split(" @ ")[0] if error.args else ""
+    return f"cannot read the tar ({type(error).__name__}{': ' + message if message else ''})"
+
+
+def _first(shards: list[str]) -> str:
+    unique = list(dict.fromkeys(shards))
+    return unique[0] + (f", ... {len(unique) - 1} more" if len(unique) > 1 else "")
+
+
+def _no_worker_seed() -> int:
+    return 0

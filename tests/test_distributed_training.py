@@ -1,0 +1,131 @@
+"""Training under `torchrun --nproc_per_node=2` (gloo on CPU) against one process over the same samples."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cyclip.checkpoints import read_checkpoint
+from cyclip.data import write_digits_demo
+
+# LayerNorm-only ViT: a ResNet's BatchNorm statistics would differ between per-rank and whole batches.
+# lr 1e-4: Adam divides by the gradient's own size, so on weights whose exact gradient is 0 (attention key
+# biases) float rounding noise becomes an update of up to ~lr/50 that differs between the two reductions.
+COMMON = ["--model", "cyclip-vit-tiny", "--workers", "0", "--warmup", "1", "--log-every", "1", "--lr", "1e-4"]
+CYCLIP = ["--lambda-inmodal", "0.25", "--lambda-crossmodal", "0.25"]
+TIMEOUT = 600
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    """32 digit pairs: at a global batch of 16, an epoch is 2 optimizer steps."""
+    data = write_digits_demo(tmp_path_factory.mktemp("digits"), seed=0)
+    lines = data.train_csv.read_text().splitlines()
+    path = data.train_csv.with_name("pairs.csv")
+    path.write_text("\n".join(lines[:33]) + "\n")
+    return path
+
+
+def run_cyclip(args: list[str], processes: int) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "cyclip"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+        launcher += ["-m", "cyclip"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([*launcher, *args], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def train(data: Path | str, output: Path, processes: int, batch_size: int, *extra: str) -> subprocess.CompletedProcess:
+    args = ["train", "--train-data", str(data), "--output", str(output), "--batch-size", str(batch_size)]
+    result = run_cyclip([*args, *COMMON, *CYCLIP, *extra], processes)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def max_weight_difference(a: Path, b: Path) -> float:
+    first, second = read_checkpoint(a)["model"], read_checkpoint(b)["model"]
+    assert first.keys() == second.keys()
+    return max((first[k].double() - second[k].double()).abs().max().item() for k in first)
+
+
+def test_two_processes_at_half_batch_end_with_the_weights_of_one_process(pairs, tmp_path):
+    train(pairs, tmp_path / "one", 1, 16, "--epochs", "1")
+    train(pairs, tmp_path / "two", 2, 8, "--epochs", "1")
+    one, two = tmp_path / "one" / "epoch_1.pt", tmp_path / "two" / "epoch_1.pt"
+    assert read_checkpoint(one)["step"] == read_checkpoint(two)["step"] == 2
+    assert max_weight_difference(one, two) <= 1e-5
+    # ...and the weights did move away from the shared initialisation (lr 0 keeps it).
+    train(pairs, tmp_path / "still", 1, 16, "--epochs", "1", "--lr", "0")
+    assert max_weight_difference(one, tmp_path / "still" / "epoch_1.pt") > 1e-4
+    log = (tmp_path / "two" / "train.log").read_text()
+    assert "global batch 16 (8 per process x 1 accumulation x 2 processes)" in log
+
+
+def test_resume_under_two_processes_matches_an_uninterrupted_run(pairs, tmp_path):
+    train(pairs, tmp_path / "whole", 2, 8, "--epochs", "2")
+    # A run stopped after its first epoch: the folder holds what that run had written by then.
+    (tmp_path / "parts").mkdir()
+    shutil.copyfile(tmp_path / "whole" / "epoch_1.pt", tmp_path / "parts" / "latest.pt")
+    train(pairs, tmp_path / "parts", 2, 8, "--epochs", "2", "--resume", "latest")
+    assert read_checkpoint(tmp_path / "parts" / "latest.pt")["step"] == 4
+    assert max_weight_difference(tmp_path / "whole" / "epoch_2.pt", tmp_path / "parts" / "epoch_2.pt") <= 1e-6
+
+
+def test_a_failing_rank_stops_the_job_naming_the_rank(pairs, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    rows = pairs.read_text().splitlines()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([rows[0], f"{broken},a broken image", *[_absolute(r, pairs.parent) for r in rows[1:]]]))
+    args = ["train", "--train-data", str(bad), "--output", str(tmp_path / "run"), "--batch-size", "8", "--epochs", "1"]
+    result = run_cyclip([*args, *COMMON, "--on-bad-sample", "error"], processes=2)
+    assert result.returncode != 0
+    assert "cyclip: error on rank" in result.stderr and "broken.png" in result.stderr
+    assert not (tmp_path / "run" / "epoch_1.pt").exists()
+
+
+def _absolute(row: str, root: Path) -> str:
+    image, caption = row.split(",", 1)
+    return f"{root / image},{caption}"
+
+
+@pytest.fixture(scope="module")
+def shards(pairs, tmp_path_factory) -> Path:
+    """The 32 pairs as 4 img2dataset-style shards (jpg + txt, with *_stats.json), plus one corrupt jpg."""
+    import webdataset as wds
+
+    folder = tmp_path_factory.mktemp("shards")
+    rows = [row.split(",", 1) for row in pairs.read_text().splitlines()[1:]]
+    for shard in range(4):
+        written = 0
+        with wds.TarWriter(str(folder / f"{shard:05d}.tar")) as writer:
+            for index, (image, caption) in enumerate(rows[shard * 8 : (shard + 1) * 8]):
+                jpeg = io.BytesIO()
+                Image.open(pairs.parent / image).convert("RGB").save(jpeg, format="JPEG", quality=95)
+                writer.write({"__key__": f"{shard:05d}{index:04d}", "jpg": jpeg.getvalue(), "txt": caption})
+                written += 1
+            if shard == 1:
+                writer.write({"__key__": "00001corrupt", "jpg": b"\xff\xd8 not a jpeg", "txt": "a broken image"})
+                written += 1
+        (folder / f"{shard:05d}_stats.json").write_text(json.dumps({"successes": written}))
+    return folder
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_webdataset_shards_train_end_to_end(shards, tmp_path, processes):
+    output = tmp_path / "run"
+    train(shards / "{00000..00003}.tar", output, processes, 16 // processes, "--epochs", "2", "--workers", "1")
+    metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [row for row in metrics if row["split"] == "train"]
+    assert train_rows[-1]["step"] == 4  # 33 samples // global batch 16 = 2 steps per epoch
+    assert all(math.isfinite(row["loss"]) for row in train_rows)
+    assert train_rows[-1]["skipped_samples"] >= 1  # the corrupt jpg, met at least once in two epochs
