@@ -31,6 +31,8 @@ bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/objective.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/communication.py
+	$(BIN)/python benchmarks/evaluation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -73,7 +73,7 @@ def test_train_then_zeroshot_from_the_command_line(digits, tmp_path, capsys):
         )
         == 0
     )
-    metrics = json.loads(results.read_text())
+    metrics = json.loads(results.read_text())["metrics"]
     assert "top1" in capsys.readouterr().out
 
     # Independent reference: per-class mean of normalised template embeddings, argmax over classes.

@@ -48,13 +48,14 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp.name)
         raise
-    _fsync_directory(path.parent)
+    fsync_path(path.parent)
 
 
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries (making a rename durable), to disk (POSIX); a no-op where folders
+    cannot be opened (Windows)."""
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

@@ -1,7 +1,8 @@
 """The demo: CLIP vs CyCLIP from the same seed on scikit-learn's handwritten digits, on a laptop CPU.
 
 Held-out digits and held-out caption templates measure zero-shot accuracy; held-out image-caption
-pairs measure how consistent the two embedding spaces are.
+pairs measure how consistent the two embedding spaces are. Both runs then go through the evaluation
+suite and `cyclip compare`'s table and figures.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cyclip.config import TrainConfig  # noqa: E402
-from cyclip.data import ImageCaptionDataset, write_digits_demo  # noqa: E402
-from cyclip.evaluation.consistency import consistency_gaps  # noqa: E402
-from cyclip.evaluation.embeddings import embed_pairs  # noqa: E402
-from cyclip.evaluation.zeroshot import zeroshot_classification  # noqa: E402
+from cyclip.data import DigitsDemoData, write_digits_demo  # noqa: E402
+from cyclip.evaluation.report import compare_runs  # noqa: E402
+from cyclip.evaluation.tasks import Encoder, TaskSpec, run_suite  # noqa: E402
 from cyclip.models import load_checkpoint  # noqa: E402
 from cyclip.train import resolve_device, train  # noqa: E402
 
@@ -68,32 +69,59 @@ def run_demo(
             log_every=5,
         )
         run = train(config)
-        results[name] = {**_evaluate(run.checkpoint, data, device), "history": run.history, "output": str(run.output)}
+        evaluation = _evaluate(run.checkpoint, model, data, device, workers)
+        results[name] = {"eval": evaluation, "history": run.history, "output": str(run.output)}
     summary = {"model": model, "epochs": epochs, "seed": seed, "runs": results}
     (output / "results.json").write_text(json.dumps(summary, indent=2))
     _plot_curves(results, output / "training_curves.png")
-    _plot_comparison(results, output / "comparison.png")
+    written = compare_runs(
+        [Path(result["output"]) / "eval.json" for result in results.values()], names=list(results), output=output
+    )
     print(format_table(results))
-    print(f"\nresults: {output / 'results.json'}")
-    print(f"plots:   {output / 'training_curves.png'}, {output / 'comparison.png'}")
+    print(f"\nresults: {output / 'results.json'}, {output / 'comparison.md'} (every evaluation metric)")
+    figures = [str(path) for path in written.get("figures", []) if path]
+    print(f"plots:   {', '.join([str(output / 'training_curves.png'), *figures])}")
     print(f"time:    {time.perf_counter() - started:.0f} s")
     return summary
 
 
-def _evaluate(checkpoint: Path, data, device: str) -> dict[str, float]:
+def evaluation_tasks(data: DigitsDemoData) -> list[TaskSpec]:
+    """The suite the demo runs on each model: every task, on the held-out digits and their captions."""
+    heldout = str(data.zeroshot_dir)
+    return [
+        TaskSpec("zeroshot", heldout, name="zeroshot/digits"),
+        TaskSpec("linear-probe", heldout, train_data=str(data.probe_train_dir), name="linear-probe/digits"),
+        TaskSpec("few-shot", heldout, train_data=str(data.probe_train_dir), name="few-shot/digits"),
+        TaskSpec("retrieval", str(data.val_csv), name="retrieval/digits"),
+        TaskSpec("consistency", heldout, name="consistency/digits"),
+        TaskSpec("geometry", heldout, name="geometry/digits"),
+        TaskSpec("granularity", heldout, superclasses=str(data.superclasses), name="granularity/digits-parity"),
+    ]
+
+
+def _evaluate(checkpoint: Path, model_name: str, data: DigitsDemoData, device: str, workers: int) -> dict[str, Any]:
+    """The suite's results, also written as eval.json / eval.md beside the checkpoint (as `cyclip eval suite`)."""
+    from cyclip.evaluation.report import markdown_table
+
     torch_device = resolve_device(device)
     model, preprocess, tokenizer = load_checkpoint(checkpoint, device=torch_device)
-    zeroshot = zeroshot_classification(model, preprocess, tokenizer, data.zeroshot_dir, torch_device, progress=False)
-    pairs = ImageCaptionDataset(data.val_csv, transform=preprocess, tokenizer=tokenizer)
-    images, texts = embed_pairs(model, pairs, torch_device, progress=False)
-    return {"zeroshot_top1": zeroshot["top1"], "zeroshot_top3": zeroshot["top3"], **consistency_gaps(images, texts)}
+    encoder = Encoder(model, preprocess, tokenizer, torch_device, workers=workers, progress=False)
+    results = {"checkpoint": str(checkpoint), "model": model_name, "tasks": run_suite(evaluation_tasks(data), encoder)}
+    (checkpoint.parent / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    (checkpoint.parent / "eval.md").write_text(markdown_table(results) + "\n")
+    return results
+
+
+def _metric(task: str, name: str) -> Callable[[dict[str, Any]], float]:
+    return lambda run: run["eval"]["tasks"][task]["metrics"][name]
 
 
 ROWS = [
-    ("zero-shot top-1, held-out digits (%)", lambda r: 100 * r["zeroshot_top1"], "{:.1f}"),
-    ("zero-shot top-3, held-out digits (%)", lambda r: 100 * r["zeroshot_top3"], "{:.1f}"),
-    ("in-modal gap, held-out pairs", lambda r: r["inmodal_gap"], "{:.4f}"),
-    ("cross-modal gap, held-out pairs", lambda r: r["crossmodal_gap"], "{:.4f}"),
+    ("zero-shot top-1, held-out digits (%)", lambda r: 100 * _metric("zeroshot/digits", "top1")(r), "{:.1f}"),
+    ("linear probe, held-out digits (%)", lambda r: 100 * _metric("linear-probe/digits", "score")(r), "{:.1f}"),
+    ("in-modal gap, held-out pairs", _metric("consistency/digits", "inmodal_gap"), "{:.4f}"),
+    ("cross-modal gap, held-out pairs", _metric("consistency/digits", "crossmodal_gap"), "{:.4f}"),
+    ("consistency@1, held-out pairs (%)", lambda r: 100 * _metric("consistency/digits", "consistency@1")(r), "{:.1f}"),
     ("final train contrastive loss", lambda r: r["history"][-1]["train"]["contrastive"], "{:.4f}"),
     ("final val contrastive loss", lambda r: r["history"][-1]["val"]["contrastive"], "{:.4f}"),
     ("final val in-modal regularizer", lambda r: r["history"][-1]["val"]["inmodal_cyclic"], "{:.4f}"),
@@ -134,25 +162,6 @@ def _plot_curves(results: dict[str, Any], path: Path) -> None:
     for axis in axes:
         axis.legend()
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
-def _plot_comparison(results: dict[str, Any], path: Path) -> None:
-    names = list(results)
-    panels = [
-        ("zero-shot top-1 (%)", [100 * results[n]["zeroshot_top1"] for n in names]),
-        ("in-modal gap", [results[n]["inmodal_gap"] for n in names]),
-        ("cross-modal gap", [results[n]["crossmodal_gap"] for n in names]),
-    ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(12, 4))
-    for axis, (title, values) in zip(axes, panels, strict=True):
-        bars = axis.bar(names, values, color=["tab:blue", "tab:orange"][: len(names)])
-        axis.bar_label(bars, fmt="%.3g")
-        axis.set_title(title)
-        axis.grid(axis="y", alpha=0.3)
-    figure.suptitle("CLIP vs CyCLIP on held-out handwritten digits")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

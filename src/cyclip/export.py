@@ -8,7 +8,6 @@ the target and renamed into place once complete, so a crash never leaves a folde
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -21,7 +20,7 @@ import open_clip
 import safetensors.torch
 import torch
 
-from cyclip.checkpoints import read_checkpoint
+from cyclip.checkpoints import fsync_path, read_checkpoint
 from cyclip.models import (
     LOCAL_DIR_PREFIX,
     OPEN_CLIP_CONFIG_NAME,
@@ -112,8 +111,8 @@ def _write_folder_atomically(output: Path, write: Callable[[Path], None]) -> Non
     try:
         write(staging)
         for path in staging.iterdir():
-            _fsync(path)
-        _fsync(staging)
+            fsync_path(path)
+        fsync_path(staging)
         if output.exists():
             os.replace(output, aside)
             try:
@@ -127,17 +126,7 @@ def _write_folder_atomically(output: Path, write: Callable[[Path], None]) -> Non
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync(output.parent)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's or a folder's entries to disk (POSIX); a no-op where folders cannot be opened (Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_path(output.parent)
 
 
 def _readme(name: str, checkpoint: Path, payload: Mapping[str, Any], output: Path) -> str:

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("train", "evaluate", "export", "demo")
+COMMANDS = ("train", "evaluate", "compare", "export", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,13 +32,17 @@ class DigitsDemoData:
     root: Path
     train_csv: Path
     val_csv: Path
-    zeroshot_dir: Path
+    zeroshot_dir: Path  # held-out images: labels.csv (image,label,caption) + classes.json
+    probe_train_dir: Path  # training images as a labelled folder, for linear probes
+    superclasses: Path  # {"zero": "even", "one": "odd", ...}: a grouping for the fine/coarse analysis
 
 
 def write_digits_demo(
     root: str | os.PathLike, seed: int = 0, heldout_fraction: float = 0.2, captions_per_image: int = 2
 ) -> DigitsDemoData:
-    """Write images/, train.csv, val.csv and zeroshot/ under `root`; the same seed gives the same bytes.
+    """Write images/, train.csv, val.csv, zeroshot/, probe_train/ and superclasses.json under `root`.
+
+    The same seed gives the same bytes.
 
     The split is stratified so every digit is in the held-out set. Calling again on the same root
     overwrites the same files.
@@ -75,17 +79,26 @@ def write_digits_demo(
         (names[index], HELDOUT_TEMPLATES[rng.integers(len(HELDOUT_TEMPLATES))].format(DIGIT_NAMES[labels[index]]))
         for index in heldout
     ]
-    data = DigitsDemoData(root, root / "train.csv", root / "val.csv", root / "zeroshot")
+    data = DigitsDemoData(
+        root, root / "train.csv", root / "val.csv", root / "zeroshot", root / "probe_train", root / "superclasses.json"
+    )
     _write_csv(data.train_csv, ("filepath", "title"), train_rows)
     _write_csv(data.val_csv, ("filepath", "title"), val_rows)
-    data.zeroshot_dir.mkdir(exist_ok=True)
-    _write_csv(data.zeroshot_dir / "labels.csv", ("image", "label"), [(f"../{names[i]}", labels[i]) for i in heldout])
-    classes = {"classes": DIGIT_NAMES, "templates": HELDOUT_TEMPLATES}
-    (data.zeroshot_dir / "classes.json").write_text(json.dumps(classes, indent=2) + "\n", encoding="utf-8")
+    classes = json.dumps({"classes": DIGIT_NAMES, "templates": HELDOUT_TEMPLATES}, indent=2) + "\n"
+    heldout_rows = [(f"../{image}", labels[i], caption) for i, (image, caption) in zip(heldout, val_rows, strict=True)]
+    for folder, header, rows in (
+        (data.zeroshot_dir, ("image", "label", "caption"), heldout_rows),
+        (data.probe_train_dir, ("image", "label"), [(f"../{names[i]}", labels[i]) for i in train]),
+    ):
+        folder.mkdir(exist_ok=True)
+        _write_csv(folder / "labels.csv", header, rows)
+        (folder / "classes.json").write_text(classes, encoding="utf-8")
+    parity = {name: ("even" if digit % 2 == 0 else "odd") for digit, name in enumerate(DIGIT_NAMES)}
+    data.superclasses.write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")
     return data
 
 
-def _write_csv(path: Path, header: tuple[str, str], rows: list[tuple]) -> None:
+def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
     with open(path, "w", encoding="utf-8", newline="") as file:
         writer = csv.writer(file, lineterminator="\n")
         writer.writerow(header)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -30,20 +31,22 @@ class LabelledImages:
     labels: list[int]
     classes: list[str]
     templates: list[str]
+    captions: list[str] | None = None  # from an optional 'caption' column: labelled image-caption pairs
 
 
 def read_labelled_folder(folder: str | os.PathLike) -> LabelledImages:
     """Read `folder/classes.json` and `folder/labels.csv`; a label is a class index or a class name.
 
     A label that parses as an integer is always an index. Image paths are relative to the folder, or absolute.
+    An optional `caption` column makes the rows labelled image-caption pairs (for the consistency analysis).
     """
     folder = Path(folder)
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "folder not found"
         raise DataError(f"{folder}: {what}; a labelled set is a folder holding {_LAYOUT}")
     classes, templates = _read_classes(folder / "classes.json")
-    paths, labels = _read_labels(folder / "labels.csv", classes)
-    return LabelledImages(paths=paths, labels=labels, classes=classes, templates=templates)
+    paths, labels, captions = _read_labels(folder / "labels.csv", classes)
+    return LabelledImages(paths=paths, labels=labels, classes=classes, templates=templates, captions=captions)
 
 
 class LabelledImageDataset(Dataset):
@@ -60,17 +63,22 @@ class LabelledImageDataset(Dataset):
         return self.transform(load_rgb_image(self.data.paths[index])), self.data.labels[index]
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file's content (parsed, never executed); bad bytes or syntax are one DataError with the place."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not valid UTF-8 at byte {error.start}; re-encode the file as UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+
+
 def _read_classes(path: Path) -> tuple[list[str], list[str]]:
     if not path.is_file():
         raise DataError(
             f"{path.parent}: no classes.json (looked for {os.path.abspath(path)}); the folder must hold {_LAYOUT}"
         )
-    try:
-        content = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not valid UTF-8 at byte {error.start}; re-encode the file as UTF-8") from None
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    content = read_json(path)
     if not isinstance(content, dict) or "classes" not in content:
         raise DataError(f'{path}: expected an object {{"classes": [...], "templates": [...]}}, got {_kind(content)}')
     classes = content["classes"]
@@ -95,7 +103,7 @@ def _read_classes(path: Path) -> tuple[list[str], list[str]]:
     return classes, templates
 
 
-def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int], list[str] | None]:
     if not path.is_file():
         raise DataError(
             f"{path.parent}: no labels.csv (looked for {os.path.abspath(path)}); the folder must hold {_LAYOUT}"
@@ -103,6 +111,7 @@ def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int]]
     index_of = {name: index for index, name in enumerate(classes)}
     paths: list[Path] = []
     labels: list[int] = []
+    captions: list[str] = []
     missing: list[tuple[int, str]] = []
     try:
         with open(path, encoding="utf-8-sig", newline="") as file:
@@ -114,8 +123,13 @@ def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int]]
                     f"(found: {', '.join(header) or 'an empty file'})"
                 )
             image_column, label_column = header.index("image"), header.index("label")
+            caption_column = header.index("caption") if "caption" in header else None
             for line, row in numbered_rows(path, reader, len(header)):
                 labels.append(_parse_label(path, line, row[label_column].strip(), classes, index_of))
+                if caption_column is not None:
+                    if not row[caption_column].strip():
+                        raise DataError(f"{path}: line {line}: empty caption; give every row a caption or none")
+                    captions.append(row[caption_column])
                 image = path.parent / row[image_column]
                 if not row[image_column].strip() or not image.is_file():
                     missing.append((line, row[image_column]))
@@ -132,7 +146,7 @@ def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int]]
             f"{path}: line {line}: image not found: {path.parent / image} "
             f"({len(missing)} of {len(paths)} images missing)"
         )
-    return paths, labels
+    return paths, labels, (captions if caption_column is not None else None)
 
 
 def _parse_label(path: Path, line: int, value: str, classes: list[str], index_of: dict[str, int]) -> int:

@@ -57,3 +57,21 @@ def embed_pairs(
         return model.encode_text(tokens.to(device, non_blocking=True), normalize=True).float().cpu()
 
     return _embed(model, dataset, encode_text, device, batch_size, workers, progress, "embedding pairs")
+
+
+@torch.no_grad()
+def embed_texts(
+    model: torch.nn.Module,
+    tokenizer: Callable,
+    texts: list[str],
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    progress: bool = True,
+) -> torch.Tensor:
+    """L2-normalised embeddings (float32, on CPU) of a list of captions, in batches."""
+    model.eval()
+    chunks = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="embedding captions", disable=not progress, leave=False):
+        tokens = tokenizer(texts[start : start + batch_size]).to(device, non_blocking=True)
+        chunks.append(model.encode_text(tokens, normalize=True).float().cpu())
+    return torch.cat(chunks) if chunks else torch.empty(0)
