@@ -110,7 +110,7 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
         ("--grad-checkpointing",),
         dict(
             action=argparse.BooleanOptionalAction,
-            help="recompute activations in the backward pass: less memory for larger batches, about 30%% slower",
+            help="recompute activations in the backward pass: less memory, larger batches, one more forward pass",
         ),
     ),
     (("--precision",), dict(choices=PRECISIONS, help="fp32, or autocast with bf16 / fp16 (default: fp32)")),
