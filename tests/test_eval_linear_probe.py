@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import balanced_accuracy_score, log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -158,9 +158,11 @@ def test_default_search_refines_around_the_best_decade(digits):
     result = linear_probe(torch.tensor(x).float(), torch.tensor(y), torch.tensor(test_x).float(), torch.tensor(test_y))
     tried = {entry["C"]: entry["score"] for entry in result["validation"]}
     assert set(DEFAULT_C_GRID) <= set(tried) and len(tried) == len(DEFAULT_C_GRID) + 2 * 4
+    loss = {entry["C"]: entry["log_loss"] for entry in result["validation"]}
     best = max(tried.values())
-    assert tried[result["C"]] == best and result["C"] == min(c for c, s in tried.items() if s == best)
-    decade = max(DEFAULT_C_GRID, key=lambda c: (tried[c], -c))
+    tied = [c for c, score in tried.items() if score == best]
+    assert tried[result["C"]] == best and loss[result["C"]] == min(loss[c] for c in tied)
+    decade = max(DEFAULT_C_GRID, key=lambda c: (tried[c], -loss[c], -c))
     assert decade / 10 < result["C"] < decade * 10
     assert result["accuracy"] > 0.85
 
@@ -217,3 +219,30 @@ def test_few_shot_cross_validation_picks_the_best_c_of_a_scikit_learn_loop(digit
         reference[c] = np.mean(scores)
     (chosen,) = result["shots"][shots]["C"]
     assert reference[chosen] >= max(reference.values()) - 1.0 / (len(rows) // folds)
+
+
+def test_tied_validation_scores_go_to_the_lowest_log_loss_not_a_degenerate_tiny_c():
+    """Tight, imbalanced clusters (like trained CLIP features): every C from 1e-6 up classifies the validation
+    split perfectly, but at tiny C the weights vanish and the refitted bias predicts the majority class."""
+    generator = np.random.default_rng(0)
+    centres = generator.standard_normal((5, 16))
+    counts = [120, 60, 40, 30, 20]
+    y = np.repeat(np.arange(5), counts)
+    x = centres[y] + 0.01 * generator.standard_normal((len(y), 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    test_y = np.repeat(np.arange(5), 20)
+    test_x = centres[test_y] + 0.01 * generator.standard_normal((100, 16))
+    test_x /= np.linalg.norm(test_x, axis=1, keepdims=True)
+    grid = [1e-6, 1e-2, 1.0, 100.0]
+    result = linear_probe(
+        torch.tensor(x).float(), torch.tensor(y), torch.tensor(test_x).float(), torch.tensor(test_y), c_grid=grid
+    )
+    fit, held_out = (rows.numpy() for rows in stratified_split(torch.tensor(y), 0.2, seed=0))
+    reference = {}
+    for c in grid:
+        model = LogisticRegression(C=c, tol=1e-10, max_iter=10_000).fit(x[fit], y[fit])
+        reference[c] = (model.score(x[held_out], y[held_out]), log_loss(y[held_out], model.predict_proba(x[held_out])))
+    for entry in result["validation"]:
+        assert entry["log_loss"] == pytest.approx(reference[entry["C"]][1], rel=1e-3, abs=1e-4)
+    assert result["C"] == max(grid, key=lambda c: (reference[c][0], -reference[c][1]))
+    assert result["accuracy"] == 1.0

@@ -18,10 +18,10 @@ scales each column with the mean and (population) standard deviation of the rows
 
 Choice of C (the CLIP paper's protocol): a validation split, stratified and seeded, holds out
 round(val_fraction x n_c) examples of each class c (at most n_c - 1). With an explicit `c_grid` every
-value is fitted on the rest and the best validation score wins (ties: the smallest C). Without one, a
-parametric binary search in log10(C): the decades 1e-6 .. 1e6, then `refine_steps` rounds that try the
-best value times 10^(+-h) with h = 1/2, 1/4, ... decades and keep the best. The probe is then refitted
-on the whole training split with the chosen C and scored on the test split:
+value is fitted on the rest and the best validation score wins (ties: the lower validation log-loss,
+then the smaller C). Without one, a parametric binary search in log10(C): the decades 1e-6 .. 1e6, then
+`refine_steps` rounds that try the best value times 10^(+-h) with h = 1/2, 1/4, ... decades and keep the
+best. The probe is then refitted on the whole training split with the chosen C and scored on the test split:
 
     accuracy                = mean_i [pred_i == y_i]
     mean_per_class_accuracy = mean over classes c present in the test split of accuracy on class c
@@ -236,31 +236,46 @@ def _select_c(
     metric: str,
     fit_options: dict,
 ) -> tuple[float, list[dict[str, float]]]:
-    """The C with the best validation score averaged over `folds` (pairs of fit rows, held-out rows)."""
+    """The C with the best validation score averaged over `folds` (pairs of fit rows, held-out rows).
+
+    Ties in score (common: several C classify a small validation split perfectly) go to the lower
+    validation log-loss, so a plateau does not pick a degenerate, almost-zero-weight fit at its edge.
+    """
     parts = [(fit_x[fit_rows], fit_y[fit_rows], fit_x[val_rows], fit_y[val_rows]) for fit_rows, val_rows in folds]
     solutions: list[LogisticModel | None] = [None] * len(folds)
-    tried: dict[float, float] = {}
+    tried: dict[float, tuple[float, float]] = {}
 
-    def evaluate(c: float) -> float:
+    def evaluate(c: float) -> tuple[float, float, float]:
         if c not in tried:
-            scores = []
+            scores, losses = [], []
             for fold, (x, y, val_x, val_y) in enumerate(parts):
                 solutions[fold] = fit_logistic(x, y, c, init=solutions[fold], **fit_options)  # warm start
                 scores.append(_scores(solutions[fold].predict(val_x), val_y)[metric])
-            tried[c] = sum(scores) / len(scores)
-        return tried[c]
+                losses.append(_log_loss(solutions[fold], val_x, val_y))
+            tried[c] = (sum(scores) / len(scores), sum(losses) / len(losses))
+        score, loss = tried[c]
+        return score, -loss, -c
 
     grid = sorted(float(c) for c in (DEFAULT_C_GRID if c_grid is None else c_grid))
     if not grid or grid[0] <= 0:
         raise ValueError(f"c_grid must hold positive values, got {list(c_grid or [])}")
-    best = max(grid, key=lambda c: (evaluate(c), -c))
+    best = max(grid, key=evaluate)
     if c_grid is None:
         step = 1.0
         for _ in range(refine_steps):
             step /= 2
-            candidates = [best * 10.0**-step, best, best * 10.0**step]
-            best = max(candidates, key=lambda c: (evaluate(c), -c))
-    return best, [{"C": c, "score": tried[c]} for c in sorted(tried)]
+            best = max([best * 10.0**-step, best, best * 10.0**step], key=evaluate)
+    return best, [{"C": c, "score": tried[c][0], "log_loss": tried[c][1]} for c in sorted(tried)]
+
+
+def _log_loss(model: LogisticModel, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean cross-entropy of held-out rows (`classes` is sorted); a class the fit never saw counts as 1e-12."""
+    probabilities = model.predict_proba(x).double()
+    classes, y = model.classes.to(probabilities.device), y.to(probabilities.device)
+    column = torch.searchsorted(classes, y).clamp(max=len(classes) - 1)
+    picked = probabilities[torch.arange(len(y), device=y.device), column]
+    picked = torch.where(classes[column] == y, picked, torch.zeros_like(picked))
+    return -picked.clamp(min=1e-12).log().mean().item()
 
 
 def linear_probe(
