@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-RAW_METRICS = ("gap", "regularizer", "alignment", "uniformity", "C", "num_", "std")
+RAW_METRICS = ("gap", "regularizer", "alignment", "uniformity", "C", "num_")
 CONSISTENCY_K = (1, 3, 5, 10)
 NEIGHBOUR_K = (1, 5, 10)
 
