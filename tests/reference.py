@@ -29,3 +29,21 @@ def random_features(batch: int, dim: int, seed: int = 0, gap: float | None = Non
         noise = F.normalize(torch.randn(batch, dim, generator=generator, dtype=torch.float64), dim=1)
         texts = F.normalize(images + gap * noise, dim=1)
     return images.float(), texts.float()
+
+
+def direct_inmodal_contrastive(images, texts, augmented_images, augmented_texts, logit_scale):
+    """The released code's --inmodal contrastive term in float64:
+    ( [CE(s I T^T) + CE(s T I^T)] / 2 + [CE(s I Iaug^T) + CE(s T Taug^T)] / 2 ) / 2."""
+    images, texts, augmented_images, augmented_texts = (
+        x.double() for x in (images, texts, augmented_images, augmented_texts)
+    )
+    scale = torch.as_tensor(logit_scale, dtype=torch.float64).exp()
+    labels = torch.arange(images.shape[0])
+    crossmodal = (
+        F.cross_entropy(scale * images @ texts.T, labels) + F.cross_entropy(scale * texts @ images.T, labels)
+    ) / 2
+    inmodal = (
+        F.cross_entropy(scale * images @ augmented_images.T, labels)
+        + F.cross_entropy(scale * texts @ augmented_texts.T, labels)
+    ) / 2
+    return (crossmodal + inmodal) / 2

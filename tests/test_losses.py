@@ -1,7 +1,7 @@
 import open_clip.loss
 import pytest
 import torch
-from reference import direct_objective, random_features
+from reference import direct_inmodal_contrastive, direct_objective, random_features
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cyclip.losses import clip_loss, cyclic_regularizers, cyclip_loss
@@ -161,3 +161,38 @@ def test_non_scalar_logit_scale_is_refused():
     images, texts = random_features(4, 3)
     with pytest.raises(ValueError, match="logit_scale must be a scalar"):
         clip_loss(images, texts, torch.ones(2))
+
+
+def test_inmodal_augmented_loss_matches_the_released_formula_in_value_and_gradient():
+    images, texts = (x.double() for x in random_features(24, 16, seed=3))
+    augmented_images, augmented_texts = (x.double() for x in random_features(24, 16, seed=4, gap=0.3))
+    inputs = [x.clone().requires_grad_() for x in (images, texts, augmented_images, augmented_texts)]
+    scale = torch.tensor(2.1, dtype=torch.float64, requires_grad=True)
+    output = cyclip_loss(inputs[0], inputs[1], scale, 0.25, 0.5, inputs[2], inputs[3])
+    output.total.backward()
+
+    reference_inputs = [x.clone().requires_grad_() for x in (images, texts, augmented_images, augmented_texts)]
+    reference_scale = scale.detach().clone().requires_grad_()
+    contrastive = direct_inmodal_contrastive(*reference_inputs, reference_scale)
+    _, inmodal, crossmodal = direct_objective(reference_inputs[0], reference_inputs[1], reference_scale)
+    (contrastive + 0.25 * inmodal + 0.5 * crossmodal).backward()
+
+    torch.testing.assert_close(output.contrastive, contrastive, rtol=1e-12, atol=0)
+    torch.testing.assert_close(output.inmodal_cyclic, inmodal, rtol=1e-12, atol=0)  # regularizers on originals only
+    for ours, theirs in zip(inputs, reference_inputs, strict=True):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(scale.grad, reference_scale.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_one_augmented_view_without_the_other_is_refused():
+    images, texts = random_features(4, 8)
+    with pytest.raises(ValueError, match="both augmented"):
+        cyclip_loss(images, texts, 1.0, augmented_image_features=images)
+
+
+def test_augmented_views_of_another_shape_are_refused():
+    images, texts = random_features(4, 8)
+    augmented_images, augmented_texts = random_features(3, 8)
+    with pytest.raises(ValueError, match=r"one augmented view per pair") as raised:
+        cyclip_loss(images, texts, 1.0, 0.25, 0.25, augmented_images, augmented_texts)
+    assert "(3, 8)" in str(raised.value) and "(4, 8)" in str(raised.value)

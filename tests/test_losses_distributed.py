@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from reference import direct_objective, random_features
+from reference import direct_inmodal_contrastive, direct_objective, random_features
 
 from cyclip.losses import cyclip_loss
 
@@ -63,3 +63,44 @@ def compare_with_single_process(rank: int, port: int, lambdas: tuple[float, floa
 @pytest.mark.parametrize("lambdas", [(0.0, 0.0), (0.25, 0.25), (0.5, 0.1)], ids=["clip", "cyclip", "unequal"])
 def test_sharded_objective_equals_the_full_batch_objective(lambdas):
     mp.spawn(compare_with_single_process, args=(free_port(), lambdas), nprocs=WORLD_SIZE)
+
+
+def compare_augmented_with_single_process(rank: int, port: int) -> None:
+    """--inmodal: the augmented views are sharded and gathered like the originals."""
+    images, texts = (x.double() for x in random_features(GLOBAL_BATCH, DIM, seed=11))
+    augmented = [x.double() for x in random_features(GLOBAL_BATCH, DIM, seed=12, gap=0.2)]
+    logit_scale = torch.tensor(1.2, dtype=torch.float64)
+    rows = slice(rank * GLOBAL_BATCH // WORLD_SIZE, (rank + 1) * GLOBAL_BATCH // WORLD_SIZE)
+
+    def grads(features, scale, objective):
+        features = [x.clone().requires_grad_() for x in features]
+        scale = scale.clone().requires_grad_()
+        value = objective(*features, scale)
+        value.backward()
+        return value.detach(), [x.grad for x in features], scale.grad
+
+    def reference(i, t, ai, at, scale):
+        _, inmodal, crossmodal = direct_objective(i, t, scale)
+        return direct_inmodal_contrastive(i, t, ai, at, scale) + 0.25 * inmodal + 0.25 * crossmodal
+
+    def ours(i, t, ai, at, scale):
+        return cyclip_loss(i, t, scale, 0.25, 0.25, augmented_image_features=ai, augmented_text_features=at).total
+
+    full_value, full_grads, full_scale_grad = grads([images, texts, *augmented], logit_scale, reference)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    try:
+        shards = [x[rows] for x in (images, texts, *augmented)]
+        value, shard_grads, scale_grad = grads(shards, logit_scale, ours)
+        torch.testing.assert_close(value, full_value, rtol=0, atol=1e-8)
+        for shard_grad, full_grad in zip(shard_grads, full_grads, strict=True):
+            torch.testing.assert_close(shard_grad, WORLD_SIZE * full_grad[rows], rtol=0, atol=1e-8)
+        scale_grads = [torch.zeros_like(scale_grad) for _ in range(WORLD_SIZE)]
+        dist.all_gather(scale_grads, scale_grad)
+        torch.testing.assert_close(sum(scale_grads) / WORLD_SIZE, full_scale_grad, rtol=0, atol=1e-8)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_inmodal_objective_equals_the_full_batch_objective():
+    mp.spawn(compare_augmented_with_single_process, args=(free_port(),), nprocs=WORLD_SIZE)

@@ -54,20 +54,30 @@ def clip_loss(
     its exponential).
     """
     _check_features(image_features, text_features)
-    logit_scale = torch.as_tensor(logit_scale, device=image_features.device)
+    return distributed.global_mean(_local_clip_loss(image_features, text_features, logit_scale))
+
+
+def _local_clip_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor | float
+) -> torch.Tensor:
+    return (
+        _one_way_loss(image_features, text_features, logit_scale)
+        + _one_way_loss(text_features, image_features, logit_scale)
+    ) / 2
+
+
+def _one_way_loss(queries: torch.Tensor, keys: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """This rank's share of mean_j CE(exp(logit_scale) * q_j . K^T, j): each query must pick its own key.
+
+    Each rank computes the rows of its own queries against the keys of every rank (gathered with gradient);
+    `distributed.global_mean` of the result is the global-batch value.
+    """
+    logit_scale = torch.as_tensor(logit_scale, device=queries.device)
     if logit_scale.numel() != 1:
         raise ValueError(f"logit_scale must be a scalar, got shape {tuple(logit_scale.shape)}")
-    scale = logit_scale.reshape(()).exp()
-
-    all_images = distributed.gather_with_grad(image_features)
-    all_texts = distributed.gather_with_grad(text_features)
-    offset = distributed.rank() * image_features.shape[0]
-    logits_per_image = scale * image_features @ all_texts.T
-    logits_per_text = scale * text_features @ all_images.T
-    local_loss = (
-        _diagonal_cross_entropy(logits_per_image, offset) + _diagonal_cross_entropy(logits_per_text, offset)
-    ) / 2
-    return distributed.global_mean(local_loss)
+    all_keys = distributed.gather_with_grad(keys)
+    logits = logit_scale.reshape(()).exp() * queries @ all_keys.T
+    return _diagonal_cross_entropy(logits, distributed.rank() * queries.shape[0])
 
 
 def _diagonal_cross_entropy(logits: torch.Tensor, offset: int) -> torch.Tensor:
@@ -143,12 +153,34 @@ def cyclip_loss(
     logit_scale: torch.Tensor | float,
     lambda_inmodal: float = 0.25,
     lambda_crossmodal: float = 0.25,
+    augmented_image_features: torch.Tensor | None = None,
+    augmented_text_features: torch.Tensor | None = None,
 ) -> CyclipLossOutput:
     """CLIP loss plus the weighted cyclic regularizers; lambdas of 0 give plain CLIP.
 
-    The regularizers are always reported; with both lambdas 0 they are computed without a graph.
+    With augmented views (the paper's in-modal mode) the contrastive term is, as in the released code,
+        ( CLIP loss + [ CE(s I I_aug^T) + CE(s T T_aug^T) ] / 2 ) / 2
+    (each image must pick its own augmented image, each caption its own augmented caption); the
+    regularizers stay on the original pairs. The regularizers are always reported; with both lambdas 0
+    they are computed without a graph.
     """
-    contrastive = clip_loss(image_features, text_features, logit_scale)
+    _check_features(image_features, text_features)
+    if (augmented_image_features is None) != (augmented_text_features is None):
+        raise ValueError("give both augmented_image_features and augmented_text_features, or neither")
+    local_contrastive = _local_clip_loss(image_features, text_features, logit_scale)
+    if augmented_image_features is not None:
+        _check_features(augmented_image_features, augmented_text_features)
+        if augmented_image_features.shape != image_features.shape:
+            raise ValueError(
+                f"augmented features {tuple(augmented_image_features.shape)} must have the shape of the originals "
+                f"{tuple(image_features.shape)}: one augmented view per pair"
+            )
+        inmodal_contrastive = (
+            _one_way_loss(image_features, augmented_image_features, logit_scale)
+            + _one_way_loss(text_features, augmented_text_features, logit_scale)
+        ) / 2
+        local_contrastive = (local_contrastive + inmodal_contrastive) / 2
+    contrastive = distributed.global_mean(local_contrastive)
     with torch.set_grad_enabled(torch.is_grad_enabled() and (lambda_inmodal != 0 or lambda_crossmodal != 0)):
         inmodal, crossmodal = cyclic_regularizers(image_features, text_features)
     total = contrastive + lambda_inmodal * inmodal + lambda_crossmodal * crossmodal

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from cyclip.data.images import BadSampleError, DataError, load_rgb_image
@@ -37,7 +37,9 @@ _SEPARATORS = {"\t": ("tab", "'\\t'"), ",": ("comma", "','"), ";": ("semicolon",
 
 
 class ImageCaptionDataset(Dataset):
-    """Rows of (image path, caption); `dataset[i]` is `(image_tensor, token_ids, skipped)`.
+    """Rows of (image path, caption); `dataset[i]` is `(image_tensor, token_ids, skipped)`, or with `augment`
+    (in-modal training) `(image, tokens, augmented_image, augmented_tokens, skipped)`: `augment(image, caption)`
+    (e.g. `PairAugmenter`) makes the second view, which goes through the same `transform` and `tokenizer`.
 
     `skipped` is 1 when row i was bad and stood in for, else 0, so that summing it counts the bad rows
     the sampler met (each once per epoch). With on_bad_sample="skip" a bad row is replaced by the next
@@ -55,11 +57,15 @@ class ImageCaptionDataset(Dataset):
         caption_key: str = "title",
         separator: str = ",",
         on_bad_sample: str = "skip",
+        augment: Callable[[Image.Image, str], tuple[Image.Image, str]] | None = None,
     ) -> None:
         if on_bad_sample not in BAD_SAMPLE_POLICIES:
             raise ValueError(f"on_bad_sample must be 'skip' or 'error', got {on_bad_sample!r}")
         self.path = Path(path)
         self.transform = transform
+        if augment is not None and not callable(augment):
+            raise ValueError(f"augment must be a function (image, caption) -> (image, caption), got {augment!r}")
+        self.augment = augment
         self.tokenizer = tokenizer
         self.on_bad_sample = on_bad_sample
         self._root = os.path.abspath(self.path.parent)  # absolute: workers may run in another directory
@@ -89,7 +95,7 @@ class ImageCaptionDataset(Dataset):
         """1-based line of row `index` in the file (the header is line 1)."""
         return int(self._lines[index])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple:
         count = len(self)
         if not -count <= index < count:
             raise IndexError(f"row {index} out of range for {count} rows")
@@ -105,7 +111,12 @@ class ImageCaptionDataset(Dataset):
                 self._found_bad.add(row)
                 self._warn_bad_sample(row, error)
                 continue
-            return self.transform(image), self.tokenizer([self.caption(row)])[0], int(skipped > 0)
+            caption = self.caption(row)
+            if self.augment is None:
+                return self.transform(image), self.tokenizer([caption])[0], int(skipped > 0)
+            augmented_image, augmented_caption = self.augment(image, caption)
+            tokens = self.tokenizer([caption, augmented_caption])
+            return self.transform(image), tokens[0], self.transform(augmented_image), tokens[1], int(skipped > 0)
         raise DataError(f"{self.path}: all {count} rows are unusable (images missing or broken, or bad captions)")
 
     def _check_rows(self, images: list[str], captions: list[str], lines: list[int]) -> None:

@@ -54,7 +54,7 @@ class PairBatches:
                 caption_key=config.csv_caption_key,
                 separator=config.csv_separator,
                 on_bad_sample=config.on_bad_sample,
-                **({"augment": augment} if augment else {}),  # TEMP
+                augment=augment,
             )
             self.dataset = SeededSamples(dataset, config.seed)
             self.num_samples = len(dataset)
