@@ -15,6 +15,7 @@ import pytest
 import torch
 import torchvision.transforms as T
 from PIL import Image
+from stand_ins import CharTokenizer, to_tensor
 from torch.utils.data import DataLoader
 
 from cyclip.data import DataError, ImageCaptionDataset, PairAugmenter, WordNetThesaurus, eda, write_digits_demo
@@ -344,18 +345,6 @@ def test_pair_augmenter_pickles_without_the_loaded_thesaurus():
 
 
 # ---------------------------------------------------------------- the dataset hook
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-
-
-class CharTokenizer:
-    def __call__(self, texts: list[str]) -> torch.Tensor:
-        out = torch.zeros(len(texts), 16, dtype=torch.long)
-        for row, text in enumerate(texts):
-            out[row, : len(text[:16])] = torch.tensor([ord(c) for c in text[:16]])
-        return out
 
 
 def flip_and_shout(image: Image.Image, caption: str) -> tuple[Image.Image, str]:

@@ -83,17 +83,23 @@ class TrainConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config into a dict of known TrainConfig fields; unknown keys are an error."""
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping (parsed safely: plain data only); one clear error otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
+        raise FileNotFoundError(f"{what} {path} not found")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not valid YAML ({error.__class__.__name__}: {error})".replace("\n", " ")) from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
+    return values
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config into a dict of known TrainConfig fields; unknown keys are an error."""
+    values = read_yaml_mapping(path, "config file")
     known = {field.name for field in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 TASK_HELP = {
     "zeroshot": "zero-shot top-1/3/5/10 accuracy (prompt-ensembled class embeddings)",
     "linear-probe": "logistic regression on frozen image features, L2 strength chosen on a validation split",
@@ -186,14 +184,11 @@ def _run_suite(args: argparse.Namespace) -> None:
 
 
 def _read_suite_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"suite config {path} not found")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
+    from cyclip.config import read_yaml_mapping
+
+    config = read_yaml_mapping(path, "suite config")
     allowed = {"checkpoint", "device", "batch_size", "workers", "tasks"}
-    if not isinstance(config, dict) or not isinstance(config.get("tasks"), list) or set(config) - allowed:
+    if not isinstance(config.get("tasks"), list) or set(config) - allowed:
         raise ValueError(f"{path}: expected a mapping with a 'tasks' list (keys allowed: {', '.join(sorted(allowed))})")
     if not all(isinstance(task, dict) for task in config["tasks"]):
         raise ValueError(f"{path}: every entry of 'tasks' must be a mapping such as {{task: zeroshot, data: DIR}}")
