@@ -57,9 +57,13 @@ def max_weight_difference(a: Path, b: Path) -> float:
     return max((first[k].double() - second[k].double()).abs().max().item() for k in first)
 
 
-def test_two_processes_at_half_batch_end_with_the_weights_of_one_process(pairs, tmp_path):
+@pytest.mark.parametrize(
+    ("batch_size", "accumulation"), [(8, 1), (4, 2)], ids=["half-batch", "quarter-batch-accumulated-twice"]
+)
+def test_two_processes_end_with_the_weights_of_one_process(pairs, tmp_path, batch_size, accumulation):
+    """Global batch 16 either way; with accumulation the DDP no_sync path and the cached features are used."""
     train(pairs, tmp_path / "one", 1, 16, "--epochs", "1")
-    train(pairs, tmp_path / "two", 2, 8, "--epochs", "1")
+    train(pairs, tmp_path / "two", 2, batch_size, "--epochs", "1", "--accum-freq", str(accumulation))
     one, two = tmp_path / "one" / "epoch_1.pt", tmp_path / "two" / "epoch_1.pt"
     assert read_checkpoint(one)["step"] == read_checkpoint(two)["step"] == 2
     assert max_weight_difference(one, two) <= 1e-5
@@ -67,7 +71,7 @@ def test_two_processes_at_half_batch_end_with_the_weights_of_one_process(pairs, 
     train(pairs, tmp_path / "still", 1, 16, "--epochs", "1", "--lr", "0")
     assert max_weight_difference(one, tmp_path / "still" / "epoch_1.pt") > 1e-4
     log = (tmp_path / "two" / "train.log").read_text()
-    assert "global batch 16 (8 per process x 1 accumulation x 2 processes)" in log
+    assert f"global batch 16 ({batch_size} per process x {accumulation} accumulation x 2 processes)" in log
 
 
 def test_resume_under_two_processes_matches_an_uninterrupted_run(pairs, tmp_path):
