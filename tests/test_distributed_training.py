@@ -127,9 +127,12 @@ def shards(pairs, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("processes", [1, 2])
 def test_webdataset_shards_train_end_to_end(shards, tmp_path, processes):
     output = tmp_path / "run"
-    train(shards / "{00000..00003}.tar", output, processes, 16 // processes, "--epochs", "2", "--workers", "1")
+    pattern = str(shards / "{00000..00003}.tar")
+    train(pattern, output, processes, 16 // processes, "--epochs", "2", "--workers", "1", "--val-data", pattern)
     metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     train_rows = [row for row in metrics if row["split"] == "train"]
     assert train_rows[-1]["step"] == 4  # 33 samples // global batch 16 = 2 steps per epoch
     assert all(math.isfinite(row["loss"]) for row in train_rows)
     assert train_rows[-1]["skipped_samples"] >= 1  # the corrupt jpg, met at least once in two epochs
+    val_rows = [row for row in metrics if row["split"] == "val"]
+    assert len(val_rows) == 2 and all(math.isfinite(row["loss"]) for row in val_rows)
