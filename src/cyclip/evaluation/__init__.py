@@ -1,1 +1,1 @@
-"""Evaluation of trained models: zero-shot classification and consistency analysis."""
+"""Evaluation of trained models: zero-shot, linear probes, retrieval, consistency, geometry, reports."""
