@@ -128,13 +128,14 @@ def _spec(args: argparse.Namespace):
 
 
 def _run_task(args: argparse.Namespace) -> None:
+    from cyclip.evaluation.report import flatten_metrics
     from cyclip.evaluation.tasks import run_task
 
     spec = _spec(args)
     encoder = _encoder(args.checkpoint, args.device, args.batch_size, args.workers)[0] if args.checkpoint else None
     metrics = run_task(spec, encoder)
     print(f"{spec.label}:")
-    for key, value in _flatten(metrics).items():
+    for key, value in flatten_metrics(metrics).items():
         print(f"  {key:>28}: {value:.6g}")
     if args.output:
         record = {"task": spec.task, "data": spec.data or spec.embeddings, "metrics": metrics}
@@ -197,13 +198,3 @@ def _read_suite_config(path: Path) -> dict[str, Any]:
 
 def _is_retrieval_file(data: str) -> bool:
     return Path(data).suffix.lower() in (".json", ".csv", ".tsv") and Path(data).is_file()
-
-
-def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}/")
-        elif isinstance(value, int | float):
-            flat[f"{prefix}{key}"] = float(value)
-    return flat

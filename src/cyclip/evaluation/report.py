@@ -46,7 +46,7 @@ def flat_metrics(results: dict[str, Any]) -> dict[tuple[str, str], float]:
     """{(task label, metric): value} over every numeric metric; nested dicts become 'outer/inner'."""
     flat: dict[tuple[str, str], float] = {}
     for label, entry in results["tasks"].items():
-        for name, value in _flatten(entry.get("metrics", {})).items():
+        for name, value in flatten_metrics(entry.get("metrics", {})).items():
             flat[(label, name)] = value
     return flat
 
@@ -218,11 +218,12 @@ def compare_runs(paths: list[str | Path], names: list[str] | None = None, output
     return written
 
 
-def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a metrics dict; nested dicts become 'outer/inner' (few-shot: '1/mean')."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
         if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}/")
+            flat |= flatten_metrics(value, f"{prefix}{key}/")
         elif isinstance(value, int | float) and not isinstance(value, bool):
             flat[f"{prefix}{key}"] = float(value)
     return flat
