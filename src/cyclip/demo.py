@@ -30,6 +30,8 @@ from cyclip.train import resolve_device, train  # noqa: E402
 log = logging.getLogger("cyclip.demo")
 
 RUNS = {"CLIP": (0.0, 0.0), "CyCLIP": (0.25, 0.25)}
+# Written first into the demo's folder: only a folder holding it may have its run folders replaced.
+DEMO_MARKER = ".cyclip-demo"
 
 
 def run_demo(
@@ -42,8 +44,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train both models, evaluate them, print the comparison and write JSON and plots to `output`."""
     started = time.perf_counter()
-    output.mkdir(parents=True, exist_ok=True)
-    for name in RUNS:  # the demo owns its run folders: start them afresh
+    claim_output(output)
+    for name in RUNS:  # a previous demo's run folders: the demo made them, so it starts them afresh
         shutil.rmtree(output / name.lower(), ignore_errors=True)
     data = write_digits_demo(output / "data", seed=seed)
     log.info("demo data in %s", data.root)
@@ -83,6 +85,20 @@ def run_demo(
     print(f"plots:   {', '.join([str(output / 'training_curves.png'), *figures])}")
     print(f"time:    {time.perf_counter() - started:.0f} s")
     return summary
+
+
+def claim_output(output: Path) -> None:
+    """Make `output` the demo's folder; refuse a folder with other content (the demo never deletes what it did
+    not create, and `runs/clip` may be a real run)."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file, not a folder; choose another --output for the demo")
+    if output.is_dir() and any(output.iterdir()) and not (output / DEMO_MARKER).is_file():
+        raise ValueError(
+            f"--output {output} is not empty and holds no previous demo; choose a new or empty folder "
+            "(the demo replaces its own run folders there and never touches anything else)"
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    (output / DEMO_MARKER).write_text("This folder was made by `cyclip demo`, which may replace its contents.\n")
 
 
 def evaluation_tasks(data: DigitsDemoData) -> list[TaskSpec]:
