@@ -25,7 +25,8 @@ from cyclip.data import DigitsDemoData, write_digits_demo  # noqa: E402
 from cyclip.evaluation.report import compare_runs  # noqa: E402
 from cyclip.evaluation.tasks import Encoder, TaskSpec, run_suite  # noqa: E402
 from cyclip.models import load_checkpoint  # noqa: E402
-from cyclip.train import resolve_device, train  # noqa: E402
+from cyclip.runtime import resolve_device  # noqa: E402
+from cyclip.train import train  # noqa: E402
 
 log = logging.getLogger("cyclip.demo")
 

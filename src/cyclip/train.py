@@ -8,33 +8,29 @@ states, config) goes into one atomically written checkpoint per epoch, plus `lat
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
-import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from cyclip import distributed
-from cyclip.checkpoints import read_checkpoint, save_checkpoint
+from cyclip.checkpoints import read_checkpoint, replace_with_link, save_checkpoint
 from cyclip.config import TrainConfig
 from cyclip.data.loading import PairBatches
 from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.losses import cyclip_loss
+from cyclip.metrics_log import MetricsWriter
 from cyclip.models import create_model
+from cyclip.runtime import autocast, resolve_device, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("cyclip.train")
 
 LOGIT_SCALE_MAX = math.log(100.0)
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -46,18 +42,6 @@ class TrainResult:
     output: Path
     checkpoint: Path
     history: list[dict[str, Any]] = field(default_factory=list)  # one summary per epoch
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` = CUDA when there is a GPU; under torchrun each process takes the GPU of its LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", distributed.local_rank() if distributed.launched_by_torchrun() else 0)
-    return device
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -86,57 +70,6 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2])},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["pos"], 0, 0.0))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class MetricsWriter:
-    """metrics.jsonl and TensorBoard, written by rank 0 only."""
-
-    def __init__(self, output: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.jsonl = (output / "metrics.jsonl").open("a")
-            self.tensorboard = SummaryWriter(str(output / "tensorboard"))
-
-    def write(self, split: str, step: int, epoch: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        self.jsonl.write(json.dumps({"split": split, "step": step, "epoch": epoch, **values}) + "\n")
-        self.jsonl.flush()
-        for name, value in values.items():
-            self.tensorboard.add_scalar(f"{split}/{name}", value, step)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.jsonl.close()
-            self.tensorboard.close()
 
 
 class Trainer:
@@ -229,14 +162,13 @@ class Trainer:
                 "config": self.config.to_dict(),
             }
             save_checkpoint(payload, path)
-            _replace_with_link(path, self.output / "latest.pt")
+            replace_with_link(path, self.output / "latest.pt")
         return path
 
     # --- one optimizer step ------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = AUTOCAST_DTYPES.get(self.config.precision)
-        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        return autocast(self.device, self.config.precision)
 
     def _features(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         """[image, text] features, or with in-modal augmentation [image, text, augmented image, augmented text].
@@ -466,17 +398,6 @@ def train(config: TrainConfig) -> TrainResult:
     finally:
         if joined:
             distributed.destroy_process_group()
-
-
-def _replace_with_link(source: Path, target: Path) -> None:
-    """Point `target` at `source`'s bytes atomically: a hard link when possible, else a copy."""
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    try:
-        os.link(source, temporary)
-    except OSError:
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
 
 
 def _format_epoch(summary: dict[str, Any]) -> str:
