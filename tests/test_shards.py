@@ -121,7 +121,10 @@ def pattern(paths: list[str]) -> str:
 
 
 def make(urls: str, **options) -> ShardBatches:
-    settings = dict(batch_size=4, num_samples=None, seed=7, epoch=0, rank=0, world_size=1, workers=0)
+    settings = dict(
+        batch_size=4, num_samples=None, seed=7, epoch=0, rank=0, world_size=1, workers=0, resampled=False,
+        on_bad_sample="skip",
+    )  # fmt: skip
     settings.update(options)
     return ShardBatches(urls, to_tensor, encode_captions, **settings)
 

@@ -329,7 +329,9 @@ def _dataset(csv_path: Path):
     from cyclip.models import create_model
 
     _, _, preprocess, tokenizer = create_model("cyclip-vit-tiny")
-    return ImageCaptionDataset(csv_path, transform=preprocess, tokenizer=tokenizer)
+    return ImageCaptionDataset(
+        csv_path, preprocess, tokenizer, image_key="filepath", caption_key="title", separator=",", on_bad_sample="skip"
+    )
 
 
 def test_gradient_checkpointing_gives_the_same_gradient(digits, tmp_path):

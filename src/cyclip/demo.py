@@ -36,14 +36,7 @@ RUNS = {"CLIP": (0.0, 0.0), "CyCLIP": (0.25, 0.25)}
 DEMO_MARKER = ".cyclip-demo"
 
 
-def run_demo(
-    output: Path,
-    model: str = "cyclip-rn-tiny",
-    epochs: int = 8,
-    device: str = "auto",
-    workers: int = 0,
-    seed: int = 0,
-) -> dict[str, Any]:
+def run_demo(output: Path, *, model: str, epochs: int, device: str, workers: int, seed: int) -> dict[str, Any]:
     """Train both models, evaluate them, print the comparison and write JSON and plots to `output`."""
     started = time.perf_counter()
     claim_output(output)

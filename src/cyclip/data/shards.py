@@ -25,8 +25,9 @@ from braceexpand import UnbalancedBracesError, braceexpand
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from cyclip.config import BAD_SAMPLE_POLICIES
 from cyclip.data.batch import PairBatch
-from cyclip.data.captions import BAD_SAMPLE_POLICIES, SKIP_HINT, caption_problem
+from cyclip.data.captions import SKIP_HINT, caption_problem
 from cyclip.data.images import _DECODE_ERRORS, BadSampleError, DataError, to_rgb
 from cyclip.data.seeding import sample_seed, seeded_randomness
 
@@ -126,8 +127,8 @@ class ShardBatches:
         rank: int,
         world_size: int,
         workers: int,
-        resampled: bool = False,
-        on_bad_sample: str = "skip",
+        resampled: bool,
+        on_bad_sample: str,
         augment: Callable | None = None,
         pin_memory: bool = False,
         finite: bool = False,
