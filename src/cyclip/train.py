@@ -242,7 +242,7 @@ class Trainer:
             progress.update(1)
             if count == config.log_every or self.step == (self.epoch + 1) * self.steps_per_epoch:
                 summary = self._log_train(metrics, sums / count, first_bad_step, skipped, last_log_time, last_log_step)
-                progress.set_postfix(loss=f"{summary['loss']:.4f}", scale=f"{summary['logit_scale']:.1f}")
+                progress.set_postfix(loss=f"{summary[TERM_NAMES.loss]:.4f}", scale=f"{summary['logit_scale']:.1f}")
                 sums.zero_()
                 count, last_log_time, last_log_step = 0, time.perf_counter(), self.step
         progress.close()
