@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from cyclip.evaluation.embeddings import embed_images
 from cyclip.evaluation.retrieval import retrieval_recall
 from cyclip.models import create_model
-from cyclip.train import resolve_device
+from cyclip.runtime import resolve_device
 
 
 class RandomImages(Dataset):

@@ -352,6 +352,9 @@ def flip_and_shout(image: Image.Image, caption: str) -> tuple[Image.Image, str]:
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), caption.upper()
 
 
+CSV_FORMAT = dict(image_key="filepath", caption_key="title", separator=",", on_bad_sample="skip")
+
+
 def write_pairs(tmp_path, count: int, missing=()) -> None:
     lines = ["filepath,title"]
     for index in range(count):
@@ -364,7 +367,7 @@ def write_pairs(tmp_path, count: int, missing=()) -> None:
 
 def test_dataset_with_augment_yields_both_views_through_the_same_transform_and_tokenizer(tmp_path):
     write_pairs(tmp_path, 3, missing=(1,))
-    data = ImageCaptionDataset(tmp_path / "train.csv", to_tensor, CharTokenizer(), augment=flip_and_shout)
+    data = ImageCaptionDataset(tmp_path / "train.csv", to_tensor, CharTokenizer(), augment=flip_and_shout, **CSV_FORMAT)
     image, tokens, augmented_image, augmented_tokens, skipped = data[0]
     expected = torch.from_numpy(np.arange(48, dtype=np.uint8).reshape(4, 4, 3)).permute(2, 0, 1)
     assert torch.equal(image, expected) and torch.equal(augmented_image, expected.flip(2))
@@ -372,12 +375,12 @@ def test_dataset_with_augment_yields_both_views_through_the_same_transform_and_t
     assert torch.equal(augmented_tokens, CharTokenizer()(["CAPTION 0"])[0])
     *_, stand_in_tokens, skipped = data[1]  # missing image: row 2 stands in, augmented too
     assert skipped == 1 and torch.equal(stand_in_tokens, CharTokenizer()(["CAPTION 2"])[0])
-    plain = ImageCaptionDataset(tmp_path / "train.csv", to_tensor, CharTokenizer())[0]
+    plain = ImageCaptionDataset(tmp_path / "train.csv", to_tensor, CharTokenizer(), **CSV_FORMAT)[0]
     assert len(plain) == 3 and torch.equal(plain[0], image) and torch.equal(plain[1], tokens)
     batch = next(iter(DataLoader(data, batch_size=2)))
     assert [tuple(x.shape) for x in batch] == [(2, 3, 4, 4), (2, 16), (2, 3, 4, 4), (2, 16), (2,)]
     with pytest.raises(ValueError, match="augment must be a function"):
-        ImageCaptionDataset(tmp_path / "train.csv", to_tensor, CharTokenizer(), augment="autoaugment")
+        ImageCaptionDataset(tmp_path / "train.csv", to_tensor, CharTokenizer(), augment="autoaugment", **CSV_FORMAT)
 
 
 def test_dataset_with_pair_augmenter_and_open_clip_preprocessing_is_seeded_per_sample(tmp_path):
@@ -385,7 +388,8 @@ def test_dataset_with_pair_augmenter_and_open_clip_preprocessing_is_seeded_per_s
 
     demo = write_digits_demo(tmp_path, seed=0)
     _, preprocess, _, tokenizer = create_model("cyclip-vit-tiny")  # the training transform: random crops too
-    data = SeededSamples(ImageCaptionDataset(demo.val_csv, preprocess, tokenizer, augment=PairAugmenter()), seed=3)
+    pairs = ImageCaptionDataset(demo.val_csv, preprocess, tokenizer, augment=PairAugmenter(), **CSV_FORMAT)
+    data = SeededSamples(pairs, seed=3)
     image, tokens, augmented_image, augmented_tokens, skipped = data[0]
     assert image.shape == augmented_image.shape == (3, 32, 32) and image.dtype == augmented_image.dtype
     assert tokens.shape == augmented_tokens.shape == tokenizer(["a"])[0].shape and skipped == 0

@@ -28,6 +28,7 @@ from cyclip.data import (
     read_labelled_folder,
     write_digits_demo,
 )
+from cyclip.data.batch import PairBatch
 from cyclip.data.images import to_rgb
 
 # ---------------------------------------------------------------- helpers (module level: picklable)
@@ -53,8 +54,11 @@ def expected_image(index: int, size: int = 4) -> torch.Tensor:
     return torch.tensor(colour(index), dtype=torch.uint8)[:, None, None].expand(3, size, size)
 
 
+CSV_FORMAT = dict(image_key="filepath", caption_key="title", separator=",", on_bad_sample="skip")
+
+
 def dataset(path, **options) -> ImageCaptionDataset:
-    return ImageCaptionDataset(path, transform=to_tensor, tokenizer=CharTokenizer(), **options)
+    return ImageCaptionDataset(path, transform=to_tensor, tokenizer=CharTokenizer(), **{**CSV_FORMAT, **options})
 
 
 def caption_rows(tmp_path, count: int, missing=(), captions=None) -> list[str]:
@@ -355,11 +359,31 @@ def test_data_loader_batches_and_pickling(tmp_path):
     assert torch.equal(copy[2][0], expected_image(3)) and copy.missing_files == 1
 
 
+def test_pair_batches_collate_rows_split_and_join_and_move_in_one_piece(tmp_path):
+    write_csv(tmp_path / "train.csv", caption_rows(tmp_path, 6, missing={2}))
+    data = dataset(tmp_path / "train.csv")
+    loader = torch.utils.data.DataLoader(data, batch_size=6, num_workers=1, collate_fn=PairBatch.collate)
+    batch = next(iter(loader))  # stacked in a worker process, into shared memory
+    stand_in = [0, 1, 3, 3, 4, 5]  # row 2's image is missing: row 3 stands in
+    assert torch.equal(batch.images, torch.stack([expected_image(row) for row in stand_in]))
+    assert torch.equal(batch.texts, CharTokenizer()([f"caption {row}" for row in stand_in]))
+    assert batch.skipped.dtype == torch.long and batch.skipped.tolist() == [0, 0, 1, 0, 0, 0]
+    assert len(batch) == 6 and not batch.has_augmented_views and batch.augmented_images is None
+    joined = PairBatch.cat([batch[:1], batch[1:4], batch[4:]])
+    moved = joined.to(torch.device("cpu"))
+    for name in ("images", "texts", "skipped"):
+        assert torch.equal(getattr(moved, name), getattr(batch, name)), name
+    with pytest.raises(ValueError, match="both augmented views"):
+        PairBatch(batch.images, batch.texts, batch.skipped, augmented_images=batch.images)
+    with pytest.raises(TypeError, match="sliced by rows"):
+        batch[0]
+
+
 def test_open_clip_tokenizer_gives_one_row_of_context_length(tmp_path):
     open_clip = pytest.importorskip("open_clip")
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
     write_csv(tmp_path / "train.csv", caption_rows(tmp_path, 1))
-    data = ImageCaptionDataset(tmp_path / "train.csv", transform=to_tensor, tokenizer=tokenizer)
+    data = ImageCaptionDataset(tmp_path / "train.csv", transform=to_tensor, tokenizer=tokenizer, **CSV_FORMAT)
     tokens = pickle.loads(pickle.dumps(data))[0][1]
     assert tokens.shape == (77,) and torch.equal(tokens, tokenizer(["caption 0"])[0])
 

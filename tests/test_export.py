@@ -18,7 +18,8 @@ from cyclip.cli import main
 from cyclip.config import TrainConfig
 from cyclip.export import _safetensors_ready, export_open_clip
 from cyclip.models import BUNDLED_CONFIG_DIR, create_model
-from cyclip.train import build_optimizer, cosine_with_warmup, rng_state
+from cyclip.runtime import rng_state
+from cyclip.train import build_optimizer, cosine_with_warmup
 
 BUNDLED = ["cyclip-rn-tiny", "cyclip-vit-tiny"]
 CAPTIONS = ["a photo of the digit three", "a handwritten seven", "zero"]

@@ -151,7 +151,11 @@ def test_regularizers_never_build_a_batch_by_batch_tensor():
     ],
 )
 def test_bad_shapes_raise_value_error_naming_what_was_received(images, texts, message):
-    for function in (lambda i, t: cyclip_loss(i, t, 0.0), cyclic_regularizers, lambda i, t: clip_loss(i, t, 0.0)):
+    for function in (
+        lambda i, t: cyclip_loss(i, t, 0.0, 0.25, 0.25),
+        cyclic_regularizers,
+        lambda i, t: clip_loss(i, t, 0.0),
+    ):
         with pytest.raises(ValueError, match=message) as raised:
             function(images, texts)
         assert str(tuple(images.shape)) in str(raised.value) or "dtype" in str(raised.value)
@@ -187,7 +191,7 @@ def test_inmodal_augmented_loss_matches_the_released_formula_in_value_and_gradie
 def test_one_augmented_view_without_the_other_is_refused():
     images, texts = random_features(4, 8)
     with pytest.raises(ValueError, match="both augmented"):
-        cyclip_loss(images, texts, 1.0, augmented_image_features=images)
+        cyclip_loss(images, texts, 1.0, 0.25, 0.25, augmented_image_features=images)
 
 
 def test_augmented_views_of_another_shape_are_refused():

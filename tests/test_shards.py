@@ -19,6 +19,7 @@ import webdataset as wds
 from PIL import Image, ImageOps
 from sklearn.datasets import load_digits
 
+from cyclip.data.batch import PairBatch
 from cyclip.data.images import BadSampleError, DataError
 from cyclip.data.seeding import sample_seed
 from cyclip.data.shards import ShardBatches, count_samples, expand_urls
@@ -120,16 +121,25 @@ def pattern(paths: list[str]) -> str:
 
 
 def make(urls: str, **options) -> ShardBatches:
-    settings = dict(batch_size=4, num_samples=None, seed=7, epoch=0, rank=0, world_size=1, workers=0)
+    settings = dict(
+        batch_size=4, num_samples=None, seed=7, epoch=0, rank=0, world_size=1, workers=0, resampled=False,
+        on_bad_sample="skip",
+    )  # fmt: skip
     settings.update(options)
     return ShardBatches(urls, to_tensor, encode_captions, **settings)
+
+
+def tensors_of(batch: PairBatch) -> list[torch.Tensor]:
+    """Every tensor of a batch; no augmented views here unless asked for."""
+    views = [batch.augmented_images, batch.augmented_texts] if batch.has_augmented_views else []
+    return [batch.images, batch.texts, batch.skipped, *views]
 
 
 def rows_of(batches) -> tuple[list[int], list[torch.Tensor], int, list[int]]:
     """(sample ids in order, image tensors, total skipped, batch sizes) of an epoch."""
     ids, images, skipped, sizes = [], [], 0, []
     for batch in batches:
-        images_batch, tokens, batch_skipped = batch[0], batch[1], batch[-1]
+        images_batch, tokens, batch_skipped = batch.images, batch.texts, batch.skipped
         assert images_batch.shape[1:] == (3, 16, 16) and tokens.shape[1] == TOKENS
         assert batch_skipped.dtype == torch.long and len(batch_skipped) == len(images_batch) == len(tokens)
         ids += [int(decode_tokens(row).split()[0]) for row in tokens]
@@ -261,9 +271,9 @@ def test_training_with_two_workers_is_deterministic(shards):
     batches = make(pattern(shards), num_samples=48, batch_size=3, workers=2)
     assert batches.batches_per_epoch == 16
     first, second = list(batches), list(batches)
-    assert len(first) == 16 and all(len(batch[-1]) == 3 for batch in first)
+    assert len(first) == 16 and all(len(batch.skipped) == 3 for batch in first)
     for one, other in zip(first, second, strict=True):
-        for tensor, same in zip(one, other, strict=True):
+        for tensor, same in zip(tensors_of(one), tensors_of(other), strict=True):
             assert torch.equal(tensor, same)
     ids, images, _, _ = rows_of(first)
     # 24 rows per worker, more than the good samples of either worker's three shards: all are seen.
@@ -278,7 +288,7 @@ def test_same_seed_same_batches_other_epoch_other_order(shards):
         for name, epoch, seed in (("a", 0, 7), ("b", 0, 7), ("next epoch", 1, 7), ("other seed", 0, 8))
     }
     for one, other in zip(runs["a"], runs["b"], strict=True):
-        assert all(torch.equal(tensor, same) for tensor, same in zip(one, other, strict=True))
+        assert all(torch.equal(tensor, same) for tensor, same in zip(tensors_of(one), tensors_of(other), strict=True))
     order = {name: rows_of(batches)[0] for name, batches in runs.items()}
     assert len(order["a"]) == 24
     assert order["next epoch"] != order["a"] and order["other seed"] != order["a"]
@@ -343,7 +353,9 @@ def mirror_and_draw(image: Image.Image, caption: str) -> tuple[Image.Image, str]
 def test_augment_hook_output_and_its_per_sample_seed(shards):
     batches = make(pattern(shards), batch_size=4, finite=True, augment=mirror_and_draw, seed=3, epoch=2)
     count = 0
-    for images, tokens, augmented_images, augmented_tokens, skipped in batches:
+    for batch in batches:
+        images, tokens, skipped = batch.images, batch.texts, batch.skipped
+        augmented_images, augmented_tokens = batch.augmented_images, batch.augmented_texts
         assert augmented_images.shape == images.shape and augmented_tokens.shape == tokens.shape
         assert skipped.shape == (len(images),)
         assert torch.equal(augmented_images, images.flip(-1))

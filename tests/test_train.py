@@ -22,6 +22,7 @@ from cyclip.cli import build_parser, main
 from cyclip.cli.train import train_config_from_args
 from cyclip.config import TrainConfig
 from cyclip.data import read_labelled_folder, write_digits_demo
+from cyclip.data.batch import PairBatch
 from cyclip.models import load_checkpoint
 from cyclip.train import Trainer
 
@@ -257,9 +258,10 @@ def test_bad_sample_can_stop_the_run(digits, tmp_path, capsys):
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(digits, tmp_path, monkeypatch):
     data, small = digits
+    import cyclip.objective as objective_module
     import cyclip.train as train_module
 
-    real_loss, calls = train_module.cyclip_loss, []
+    real_loss, calls = objective_module.cyclip_loss, []
 
     def loss_that_explodes_in_epoch_two(*args, **kwargs):
         output = real_loss(*args, **kwargs)
@@ -268,7 +270,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(dig
             return output._replace(total=output.total * float("nan"))
         return output
 
-    monkeypatch.setattr(train_module, "cyclip_loss", loss_that_explodes_in_epoch_two)
+    monkeypatch.setattr(objective_module, "cyclip_loss", loss_that_explodes_in_epoch_two)
     config = TrainConfig(train_data=str(small), epochs=3, batch_size=32, workers=0, log_every=2, output=str(tmp_path))
     with pytest.raises(train_module.NonFiniteLossError, match="step 8"):
         Trainer(config).fit()
@@ -312,10 +314,10 @@ def test_accumulated_step_has_the_gradient_of_one_big_batch(digits, tmp_path):
         trainer._optimizer_step(batches)
         return {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
 
-    loader = torch.utils.data.DataLoader(_dataset(small), batch_size=32)
-    images, texts, _ = next(iter(loader))
-    whole = gradients(1, [(images, texts)])
-    accumulated = gradients(2, [(images[:16], texts[:16]), (images[16:], texts[16:])])
+    loader = torch.utils.data.DataLoader(_dataset(small), batch_size=32, collate_fn=PairBatch.collate)
+    batch = next(iter(loader))
+    whole = gradients(1, [batch])
+    accumulated = gradients(2, [batch[:16], batch[16:]])
     assert whole.keys() == accumulated.keys()
     for name in whole:
         scale = whole[name].abs().max().clamp(min=1e-12)
@@ -327,12 +329,14 @@ def _dataset(csv_path: Path):
     from cyclip.models import create_model
 
     _, _, preprocess, tokenizer = create_model("cyclip-vit-tiny")
-    return ImageCaptionDataset(csv_path, transform=preprocess, tokenizer=tokenizer)
+    return ImageCaptionDataset(
+        csv_path, preprocess, tokenizer, image_key="filepath", caption_key="title", separator=",", on_bad_sample="skip"
+    )
 
 
 def test_gradient_checkpointing_gives_the_same_gradient(digits, tmp_path):
     _, small = digits
-    images, texts, _ = next(iter(torch.utils.data.DataLoader(_dataset(small), batch_size=16)))
+    batch = next(iter(torch.utils.data.DataLoader(_dataset(small), batch_size=16, collate_fn=PairBatch.collate)))
 
     def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
         config = TrainConfig(
@@ -342,7 +346,7 @@ def test_gradient_checkpointing_gives_the_same_gradient(digits, tmp_path):
         trainer = Trainer(config)
         trainer.optimizer.step = lambda *args, **kwargs: None
         trainer.optimizer.zero_grad = lambda *args, **kwargs: None
-        trainer._optimizer_step([(images, texts)])
+        trainer._optimizer_step([batch])
         return {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
 
     plain, checkpointed = gradients(False), gradients(True)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["read_checkpoint", "save_checkpoint"]
+__all__ = ["read_checkpoint", "replace_with_link", "save_checkpoint"]
 
 
 def _current_umask() -> int:
@@ -49,6 +50,21 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> None:
             os.unlink(tmp.name)
         raise
     fsync_path(path.parent)
+
+
+def replace_with_link(source: Path, target: Path) -> None:
+    """Point `target` at `source`'s bytes atomically: a hard link when possible, else a copy.
+
+    `latest.pt` is kept this way: one more name for the newest epoch checkpoint costs no disk space, and a
+    crash leaves either the previous `latest.pt` or the new one, never a partial file.
+    """
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
 
 
 def fsync_path(path: Path) -> None:

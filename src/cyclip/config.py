@@ -1,86 +1,291 @@
-"""The one typed object that describes a training run; written next to every run as YAML."""
+"""The typed config objects of cyclip's commands; a training run's config is written next to it as YAML.
+
+Each field is declared once, with its default and an `Option` in its metadata (help text, choices, valid
+range, extra flag spellings). The command-line flags are generated from these (`cyclip.cli.options`), and
+every config, built from YAML, flags or Python, is checked against them when it is created: one
+`ConfigError` line naming the key, the value and what it should be.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+import functools
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
-IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment")
+IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment", "none")
 
 
-@dataclass
-class TrainConfig:
-    """Every knob of `cyclip train`; field names are the CLI flags with dashes turned to underscores."""
+class ConfigError(ValueError):
+    """A config value of the wrong type, outside its range or not among its choices."""
 
-    train_data: str | None = None
-    val_data: str | None = None
-    zeroshot_data: str | None = None
-    csv_img_key: str = "filepath"
-    csv_caption_key: str = "title"
-    csv_separator: str = ","
-    on_bad_sample: str = "skip"
-    dataset_type: str = "auto"
-    train_num_samples: int | None = None
-    dataset_resampled: bool = False
-    inmodal: bool = False
-    inmodal_image_augmentation: str = "autoaugment"
-    model: str = "cyclip-rn-tiny"
-    pretrained: str | None = None
-    lambda_inmodal: float = 0.0
-    lambda_crossmodal: float = 0.0
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 5e-4
-    wd: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    warmup: int = 100
-    accum_freq: int = 1
-    grad_clip_norm: float | None = None
-    grad_checkpointing: bool = False
-    precision: str = "fp32"
-    device: str = "auto"
-    workers: int = 2
-    seed: int = 0
-    output: str = "runs/cyclip"
-    resume: str | None = None
-    log_every: int = 10
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Option:
+    """What the help says about a config field and which values it accepts (beyond its declared type).
+
+    Bounds are inclusive (`minimum`, `maximum`) or strict (`above`, `below`); floats must also be finite.
+    `aliases` are extra flag spellings (e.g. the paper code's `--cylambda1`); `default_help` says what the
+    default means where its value alone does not (None = "off", "read from the data", ...).
+    """
+
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
+    aliases: tuple[str, ...] = ()
+    default_help: str | None = None
+
+    def range_text(self) -> str:
+        """The valid range in words, e.g. '>= 0', '> 0', '>= 0 and < 1'; empty when unbounded."""
+        parts = [
+            f"{sign} {_number(bound)}"
+            for sign, bound in ((">=", self.minimum), (">", self.above), ("<=", self.maximum), ("<", self.below))
+            if bound is not None
+        ]
+        return " and ".join(parts)
+
+    def in_range(self, value: float) -> bool:
+        return (
+            (self.minimum is None or value >= self.minimum)
+            and (self.above is None or value > self.above)
+            and (self.maximum is None or value <= self.maximum)
+            and (self.below is None or value < self.below)
+        )
+
+
+def option(default: Any, help: str, **details: Any) -> Any:
+    """A dataclass field with `default` and an `Option(help, **details)` as its metadata."""
+    return field(default=default, metadata={"option": Option(help, **details)})
+
+
+class OptionField(NamedTuple):
+    """One field of a config class, resolved: name, default, declared type (without None), whether None is
+    allowed, and its Option."""
+
+    name: str
+    default: Any
+    type: type
+    optional: bool
+    option: Option
+
+    def expected(self) -> str:
+        """What a valid value is, in words: 'an integer >= 1', 'one of skip, error', 'true or false', ..."""
+        if self.option.choices:
+            text = f"one of {', '.join(self.option.choices)}"
+        else:
+            text = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[self.type]
+            if self.option.range_text():
+                text += f" {self.option.range_text()}"
+        return text + (" or null" if self.optional else "")
+
+    def check(self, value: Any) -> Any:
+        """`value` as this field's type (numbers may be written as strings, as YAML reads `1e-3`); a
+        ConfigError if it is not one, or is out of range."""
+        if value is None:
+            if self.optional:
+                return None
+            raise ConfigError(self.name, f"expected {self.expected()}, got null")
+        converted = _convert(value, self.type)
+        if converted is None:
+            raise ConfigError(self.name, f"expected {self.expected()}, got {_show(value)}")
+        if self.option.choices and converted not in self.option.choices:
+            raise ConfigError(self.name, f"expected {self.expected()}, got {_show(value)}")
+        if self.type in (int, float) and (not math.isfinite(converted) or not self.option.in_range(converted)):
+            raise ConfigError(self.name, f"expected {self.expected()}, got {_show(converted)}")
+        return converted
+
+
+@functools.cache
+def option_fields(config_class: type) -> tuple[OptionField, ...]:
+    """The fields of a config dataclass with their declared types and Options, in declaration order."""
+    hints = typing.get_type_hints(config_class)
+    resolved = []
+    for item in fields(config_class):
+        kind, optional = hints[item.name], False
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            members = [member for member in typing.get_args(kind) if member is not type(None)]
+            kind, optional = members[0], len(members) < len(typing.get_args(kind))
+        resolved.append(OptionField(item.name, item.default, kind, optional, item.metadata["option"]))
+    return tuple(resolved)
+
+
+def _convert(value: Any, kind: type) -> Any:
+    """`value` as `kind`, or None when it is not one. Bools are not numbers; integral numbers and numeric
+    strings ('1e-3', '1e6') are accepted for numeric fields; nothing else is converted."""
+    if kind is bool or isinstance(value, bool):
+        return value if kind is bool and isinstance(value, bool) else None
+    if kind is str:
+        return value if isinstance(value, str) else None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if kind is float else _integer_text(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)):
+        return None
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            return None
+        return int(value)
+    return float(value)
+
+
+def _integer_text(text: str) -> int | float:
+    """'12' -> 12, '1e6' -> 1000000.0 (left to the integer check); ValueError for anything else."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else repr(value)
+
+
+def _number(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+
+class CheckedConfig:
+    """Base of the config dataclasses: every field is converted to its declared type and checked against its
+    Option when the config is created."""
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.on_bad_sample not in BAD_SAMPLE_POLICIES:
-            raise ValueError(f"on_bad_sample must be 'skip' or 'error', got {self.on_bad_sample!r}")
-        if self.dataset_type not in DATASET_TYPES:
-            raise ValueError(f"dataset-type must be one of {', '.join(DATASET_TYPES)}, got {self.dataset_type!r}")
-        if self.inmodal_image_augmentation not in IMAGE_AUGMENTATIONS:
-            raise ValueError(
-                f"inmodal-image-augmentation must be one of {', '.join(IMAGE_AUGMENTATIONS)}, "
-                f"got {self.inmodal_image_augmentation!r}"
-            )
-        if self.train_num_samples is not None and self.train_num_samples < 1:
-            raise ValueError(f"train-num-samples must be at least 1, got {self.train_num_samples}")
-        for name in ("epochs", "batch_size", "accum_freq", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.batch_size < 2:
-            raise ValueError("batch-size must be at least 2: a contrastive batch needs negatives")
-        if self.workers < 0 or self.warmup < 0:
-            raise ValueError("workers and warmup must not be negative")
+        for described in option_fields(type(self)):
+            setattr(self, described.name, described.check(getattr(self, described.name)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+@dataclass
+class TrainConfig(CheckedConfig):
+    """Every knob of `cyclip train`; field names are the CLI flags with dashes turned to underscores."""
+
+    train_data: str | None = option(
+        None,
+        "CSV/TSV of image paths and captions (paths relative to its folder), or WebDataset shards such as "
+        "'data/{00000..00127}.tar' (several lists joined by '::')",
+    )
+    val_data: str | None = option(
+        None, "held-out pairs (CSV/TSV or shards); the validation loss is computed on them after each epoch"
+    )
+    zeroshot_data: str | None = option(
+        None, "labelled folder (labels.csv + classes.json): zero-shot accuracy after each epoch"
+    )
+    csv_img_key: str = option("filepath", "column holding the image paths")
+    csv_caption_key: str = option("title", "column holding the captions")
+    csv_separator: str = option(",", "column separator, e.g. ',' or '\\t' (or 'tab') for TSV")
+    on_bad_sample: str = option(
+        "skip", "unreadable image or empty caption: skip and count it, or stop", choices=BAD_SAMPLE_POLICIES
+    )
+    dataset_type: str = option(
+        "auto",
+        "csv or webdataset; auto = shards when the path names .tar files, else csv",
+        choices=DATASET_TYPES,
+    )
+    train_num_samples: int | None = option(
+        None,
+        "WebDataset: samples per epoch",
+        minimum=1,
+        default_help="read from img2dataset's *_stats.json or a sizes.json",
+    )
+    dataset_resampled: bool = option(
+        False, "WebDataset: draw shards with replacement, each rank on its own stream (for many nodes)"
+    )
+    inmodal: bool = option(
+        False, "the paper's in-modal mode: add image-augmented image and text-augmented text contrastive terms"
+    )
+    inmodal_image_augmentation: str = option(
+        "autoaugment",
+        "--inmodal: image augmentation policy (none: only the caption is augmented)",
+        choices=IMAGE_AUGMENTATIONS,
+    )
+    model: str = option(
+        "cyclip-rn-tiny", "open_clip architecture (RN50, ViT-B-32, ...); for CPU: cyclip-rn-tiny, cyclip-vit-tiny"
+    )
+    pretrained: str | None = option(
+        None,
+        "weights to start from: a local open_clip/OpenAI checkpoint, state dict, safetensors file or exported "
+        "model folder",
+    )
+    lambda_inmodal: float = option(
+        0.0,
+        "weight of the in-modal cyclic regularizer (0 = CLIP; CyCLIP uses 0.25)",
+        minimum=0,
+        aliases=("--cylambda1",),
+    )
+    lambda_crossmodal: float = option(
+        0.0,
+        "weight of the cross-modal cyclic regularizer (0 = CLIP; CyCLIP uses 0.25)",
+        minimum=0,
+        aliases=("--cylambda2",),
+    )
+    epochs: int = option(10, "number of passes over the training data", minimum=1)
+    batch_size: int = option(
+        64,
+        "pairs per step and per process (a contrastive batch needs negatives); global batch = this x processes "
+        "x accum-freq",
+        minimum=2,
+    )
+    lr: float = option(5e-4, "peak learning rate of the cosine schedule", minimum=0)
+    wd: float = option(0.1, "AdamW weight decay, not applied to gains, biases, logit scale", minimum=0)
+    beta1: float = option(0.9, "AdamW beta1", minimum=0, below=1)
+    beta2: float = option(0.98, "AdamW beta2", minimum=0, below=1)
+    eps: float = option(1e-6, "AdamW epsilon", above=0)
+    warmup: int = option(100, "linear warm-up steps before the cosine decay", minimum=0)
+    accum_freq: int = option(1, "micro-batches per step; the contrastive batch is batch-size x accum-freq", minimum=1)
+    grad_clip_norm: float | None = option(
+        None, "clip the global gradient norm to this value", above=0, default_help="off"
+    )
+    grad_checkpointing: bool = option(
+        False, "recompute activations in the backward pass: less memory, larger batches, one more forward pass"
+    )
+    precision: str = option("fp32", "fp32, or autocast with bf16 / fp16", choices=PRECISIONS)
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps; auto = cuda when available")
+    workers: int = option(2, "data-loading processes", minimum=0)
+    seed: int = option(0, "seed for initialisation, data order and augmentation", minimum=0, maximum=2**32 - 1)
+    output: str = option("runs/cyclip", "folder for checkpoints, metrics.jsonl, TensorBoard and config.yaml")
+    resume: str | None = option(None, "'latest' (OUTPUT/latest.pt) or a checkpoint path to continue from exactly")
+    log_every: int = option(10, "steps between metric logs", minimum=1)
+
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _train_option(name: str) -> Any:
+    """TrainConfig's field `name` (default and Option), for a command that passes it on to training."""
+    source = next(item for item in fields(TrainConfig) if item.name == name)
+    return field(default=source.default, metadata=source.metadata)
+
+
+@dataclass
+class DemoConfig(CheckedConfig):
+    """The knobs of `cyclip demo`: the rest of the two training runs is fixed by the demo."""
+
+    output: str = option("cyclip-demo", "folder for data, runs, JSON and plots")
+    model: str = _train_option("model")
+    epochs: int = option(8, "epochs per model", minimum=1)
+    device: str = _train_option("device")
+    workers: int = option(0, "data-loading processes (0: the small demo loads fastest in the main process)", minimum=0)
+    seed: int = _train_option("seed")
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
@@ -100,7 +305,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config into a dict of known TrainConfig fields; unknown keys are an error."""
     values = read_yaml_mapping(path, "config file")
-    known = {field.name for field in fields(TrainConfig)}
+    known = {item.name for item in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}; see `cyclip train --help`")

@@ -25,7 +25,9 @@ from cyclip.data import DigitsDemoData, write_digits_demo  # noqa: E402
 from cyclip.evaluation.report import compare_runs  # noqa: E402
 from cyclip.evaluation.tasks import Encoder, TaskSpec, run_suite  # noqa: E402
 from cyclip.models import load_checkpoint  # noqa: E402
-from cyclip.train import resolve_device, train  # noqa: E402
+from cyclip.objective import TERM_NAMES  # noqa: E402
+from cyclip.runtime import resolve_device  # noqa: E402
+from cyclip.train import train  # noqa: E402
 
 log = logging.getLogger("cyclip.demo")
 
@@ -34,14 +36,7 @@ RUNS = {"CLIP": (0.0, 0.0), "CyCLIP": (0.25, 0.25)}
 DEMO_MARKER = ".cyclip-demo"
 
 
-def run_demo(
-    output: Path,
-    model: str = "cyclip-rn-tiny",
-    epochs: int = 8,
-    device: str = "auto",
-    workers: int = 0,
-    seed: int = 0,
-) -> dict[str, Any]:
+def run_demo(output: Path, *, model: str, epochs: int, device: str, workers: int, seed: int) -> dict[str, Any]:
     """Train both models, evaluate them, print the comparison and write JSON and plots to `output`."""
     started = time.perf_counter()
     claim_output(output)
@@ -138,10 +133,10 @@ ROWS = [
     ("in-modal gap, held-out pairs", _metric("consistency/digits", "inmodal_gap"), "{:.4f}"),
     ("cross-modal gap, held-out pairs", _metric("consistency/digits", "crossmodal_gap"), "{:.4f}"),
     ("consistency@1, held-out pairs (%)", lambda r: 100 * _metric("consistency/digits", "consistency@1")(r), "{:.1f}"),
-    ("final train contrastive loss", lambda r: r["history"][-1]["train"]["contrastive"], "{:.4f}"),
-    ("final val contrastive loss", lambda r: r["history"][-1]["val"]["contrastive"], "{:.4f}"),
-    ("final val in-modal regularizer", lambda r: r["history"][-1]["val"]["inmodal_cyclic"], "{:.4f}"),
-    ("final val cross-modal regularizer", lambda r: r["history"][-1]["val"]["crossmodal_cyclic"], "{:.4f}"),
+    ("final train contrastive loss", lambda r: r["history"][-1]["train"][TERM_NAMES.contrastive], "{:.4f}"),
+    ("final val contrastive loss", lambda r: r["history"][-1]["val"][TERM_NAMES.contrastive], "{:.4f}"),
+    ("final val in-modal regularizer", lambda r: r["history"][-1]["val"][TERM_NAMES.inmodal_cyclic], "{:.4f}"),
+    ("final val cross-modal regularizer", lambda r: r["history"][-1]["val"][TERM_NAMES.crossmodal_cyclic], "{:.4f}"),
 ]
 
 
@@ -165,12 +160,15 @@ def _plot_curves(results: dict[str, Any], path: Path) -> None:
         train = [m for m in metrics if m["split"] == "train"]
         val = [m for m in metrics if m["split"] == "val"]
         zeroshot = [m for m in metrics if m["split"] == "zeroshot"]
-        axes[0].plot([m["step"] for m in train], [m["contrastive"] for m in train], label=f"{name} train")
-        axes[0].plot([m["step"] for m in val], [m["contrastive"] for m in val], "o--", label=f"{name} val")
-        axes[1].plot([m["step"] for m in val], [m["inmodal_cyclic"] for m in val], "o-", label=f"{name} in-modal")
-        axes[1].plot(
-            [m["step"] for m in val], [m["crossmodal_cyclic"] for m in val], "s--", label=f"{name} cross-modal"
+        contrastive, inmodal, crossmodal = (
+            TERM_NAMES.contrastive,
+            TERM_NAMES.inmodal_cyclic,
+            TERM_NAMES.crossmodal_cyclic,
         )
+        axes[0].plot([m["step"] for m in train], [m[contrastive] for m in train], label=f"{name} train")
+        axes[0].plot([m["step"] for m in val], [m[contrastive] for m in val], "o--", label=f"{name} val")
+        axes[1].plot([m["step"] for m in val], [m[inmodal] for m in val], "o-", label=f"{name} in-modal")
+        axes[1].plot([m["step"] for m in val], [m[crossmodal] for m in val], "s--", label=f"{name} cross-modal")
         axes[2].plot([m["epoch"] for m in zeroshot], [100 * m["top1"] for m in zeroshot], "o-", label=name)
     axes[0].set(title="contrastive loss", xlabel="step")
     axes[1].set(title="cyclic regularizers (validation)", xlabel="step", yscale="log")

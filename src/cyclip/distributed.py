@@ -58,6 +58,11 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (its parameters, its state dict), or `model` itself."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def init_process_group(device: torch.device, timeout_minutes: float = 30.0) -> None:
     """Join the job's process group: NCCL on CUDA, gloo on CPU, rendezvous from torchrun's environment.
 

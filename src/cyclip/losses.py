@@ -151,12 +151,12 @@ def cyclip_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     logit_scale: torch.Tensor | float,
-    lambda_inmodal: float = 0.25,
-    lambda_crossmodal: float = 0.25,
+    lambda_inmodal: float,
+    lambda_crossmodal: float,
     augmented_image_features: torch.Tensor | None = None,
     augmented_text_features: torch.Tensor | None = None,
 ) -> CyclipLossOutput:
-    """CLIP loss plus the weighted cyclic regularizers; lambdas of 0 give plain CLIP.
+    """CLIP loss plus the weighted cyclic regularizers; lambdas of 0 give plain CLIP, the paper uses 0.25 and 0.25.
 
     With augmented views (the paper's in-modal mode) the contrastive term is, as in the released code,
         ( CLIP loss + [ CE(s I I_aug^T) + CE(s T T_aug^T) ] / 2 ) / 2

@@ -1,5 +1,5 @@
-"""The training loop: data and model in, checkpoints and metrics out. The objective lives in
-`cyclip.losses`; this module only feeds it.
+"""The training loop: data and model in, checkpoints and metrics out. What a batch's loss is belongs to
+`cyclip.objective`; this module owns the step (accumulation, precision, clipping, schedule) around it.
 
 Everything needed to continue a run exactly (model, optimizer, scheduler, scaler, step, epoch, RNG
 states, config) goes into one atomically written checkpoint per epoch, plus `latest.pt`.
@@ -8,33 +8,31 @@ states, config) goes into one atomically written checkpoint per epoch, plus `lat
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
-import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from cyclip import distributed
-from cyclip.checkpoints import read_checkpoint, save_checkpoint
+from cyclip.checkpoints import read_checkpoint, replace_with_link, save_checkpoint
 from cyclip.config import TrainConfig
+from cyclip.data.batch import PairBatch
 from cyclip.data.loading import PairBatches
+from cyclip.distributed import unwrap
 from cyclip.evaluation.zeroshot import zeroshot_classification
-from cyclip.losses import cyclip_loss
+from cyclip.metrics_log import MetricsWriter
 from cyclip.models import create_model
+from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective
+from cyclip.runtime import autocast, resolve_device, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("cyclip.train")
 
 LOGIT_SCALE_MAX = math.log(100.0)
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -46,22 +44,6 @@ class TrainResult:
     output: Path
     checkpoint: Path
     history: list[dict[str, Any]] = field(default_factory=list)  # one summary per epoch
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` = CUDA when there is a GPU; under torchrun each process takes the GPU of its LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", distributed.local_rank() if distributed.launched_by_torchrun() else 0)
-    return device
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -88,57 +70,6 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2])},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["pos"], 0, 0.0))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class MetricsWriter:
-    """metrics.jsonl and TensorBoard, written by rank 0 only."""
-
-    def __init__(self, output: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.jsonl = (output / "metrics.jsonl").open("a")
-            self.tensorboard = SummaryWriter(str(output / "tensorboard"))
-
-    def write(self, split: str, step: int, epoch: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        self.jsonl.write(json.dumps({"split": split, "step": step, "epoch": epoch, **values}) + "\n")
-        self.jsonl.flush()
-        for name, value in values.items():
-            self.tensorboard.add_scalar(f"{split}/{name}", value, step)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.jsonl.close()
-            self.tensorboard.close()
-
-
 class Trainer:
     """Holds one run's state; `fit()` runs the remaining epochs."""
 
@@ -163,6 +94,7 @@ class Trainer:
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
         self.model = model
+        self.objective = build_objective(config)
         augment = None
         if config.inmodal:
             from cyclip.data.augment import PairAugmenter
@@ -229,49 +161,15 @@ class Trainer:
                 "config": self.config.to_dict(),
             }
             save_checkpoint(payload, path)
-            _replace_with_link(path, self.output / "latest.pt")
+            replace_with_link(path, self.output / "latest.pt")
         return path
 
     # --- one optimizer step ------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = AUTOCAST_DTYPES.get(self.config.precision)
-        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        return autocast(self.device, self.config.precision)
 
-    def _features(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        """[image, text] features, or with in-modal augmentation [image, text, augmented image, augmented text].
-
-        Augmented views go through the model in the same forward pass as the originals, as in the paper's code.
-        """
-        # Evaluation bypasses the DDP wrapper, whose forward may broadcast buffers (a collective).
-        model = self.model if self.model.training else unwrap(self.model)
-        with self._autocast():
-            if len(inputs) == 2:
-                image_features, text_features, _ = model(*inputs)
-                return [image_features, text_features]
-            images, texts, augmented_images, augmented_texts = inputs
-            image_features, text_features, _ = model(
-                torch.cat([images, augmented_images]), torch.cat([texts, augmented_texts])
-            )
-            batch = images.shape[0]
-            return [image_features[:batch], text_features[:batch], image_features[batch:], text_features[batch:]]
-
-    def _loss(self, features: list[torch.Tensor], scale_grad: bool = True):
-        logit_scale = unwrap(self.model).logit_scale
-        augmented = {}
-        if len(features) == 4:
-            augmented = {"augmented_image_features": features[2], "augmented_text_features": features[3]}
-        with self._autocast():
-            return cyclip_loss(
-                features[0],
-                features[1],
-                logit_scale if scale_grad else logit_scale.detach(),
-                self.config.lambda_inmodal,
-                self.config.lambda_crossmodal,
-                **augmented,
-            )
-
-    def _optimizer_step(self, micro_batches: list[tuple[torch.Tensor, ...]]):
+    def _optimizer_step(self, micro_batches: list[PairBatch]) -> LossTerms[torch.Tensor]:
         """One step over `accum_freq` micro-batches, with the loss over all of them together.
 
         With accumulation the features of every micro-batch are first computed without a graph;
@@ -280,23 +178,23 @@ class Trainer:
         logit scale takes its gradient from the last pass only: every pass sees the whole batch.
         """
         self.model.train()
+        objective, model, logit_scale = self.objective, self.model, unwrap(self.model).logit_scale
         if len(micro_batches) == 1:
-            output = self._loss(self._features(*micro_batches[0]))
-            self.scaler.scale(output.total).backward()
+            with self._autocast():
+                output = objective(model, micro_batches[0])
+            self.scaler.scale(output.loss).backward()
         else:
-            with torch.no_grad():
-                cached = [self._features(*inputs) for inputs in micro_batches]
-            for index, inputs in enumerate(micro_batches):
+            with torch.no_grad(), self._autocast():
+                cached = [objective.features(model, batch) for batch in micro_batches]
+            for index, batch in enumerate(micro_batches):
                 last = index == len(micro_batches) - 1
-                sync = contextlib.nullcontext() if last or not distributed.is_distributed() else self.model.no_sync()
+                sync = contextlib.nullcontext() if last or not distributed.is_distributed() else model.no_sync()
                 with sync:
-                    fresh = self._features(*inputs)
-                    features = [
-                        torch.cat([fresh[kind] if i == index else part[kind] for i, part in enumerate(cached)])
-                        for kind in range(len(fresh))
-                    ]
-                    output = self._loss(features, scale_grad=last)
-                    self.scaler.scale(output.total).backward()
+                    with self._autocast():
+                        fresh = objective.features(model, batch)
+                        features = PairFeatures.cat([fresh if i == index else part for i, part in enumerate(cached)])
+                        output = objective.loss(features, logit_scale if last else logit_scale.detach())
+                    self.scaler.scale(output.loss).backward()
         if self.config.grad_clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
@@ -310,14 +208,11 @@ class Trainer:
 
     # --- epochs ------------------------------------------------------------------------------------
 
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(self.device, non_blocking=True)
-
     def _train_epoch(self, metrics: MetricsWriter) -> dict[str, float]:
         config = self.config
         batches = iter(self.train_set.epoch(self.epoch))
         # Running sums stay on the device; they are read (one sync) only every `log_every` steps.
-        sums = torch.zeros(4, device=self.device)
+        sums = torch.zeros(len(TERM_NAMES), device=self.device)
         first_bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
         step_on_device = torch.full((), self.step, device=self.device, dtype=torch.long)
         skipped = torch.zeros((), dtype=torch.long)
@@ -333,9 +228,9 @@ class Trainer:
         for _ in range(self.steps_per_epoch):
             micro_batches = []
             for _ in range(config.accum_freq):
-                *inputs, batch_skipped = next(batches)
-                skipped += batch_skipped.sum()
-                micro_batches.append(tuple(self._to_device(tensor) for tensor in inputs))
+                batch = next(batches)
+                skipped += batch.skipped.sum()
+                micro_batches.append(batch.to(self.device))
             output = self._optimizer_step(micro_batches)
             values = torch.stack([part.detach().float() for part in output])
             newly_bad = (first_bad_step < 0) & ~torch.isfinite(values).all()
@@ -347,7 +242,7 @@ class Trainer:
             progress.update(1)
             if count == config.log_every or self.step == (self.epoch + 1) * self.steps_per_epoch:
                 summary = self._log_train(metrics, sums / count, first_bad_step, skipped, last_log_time, last_log_step)
-                progress.set_postfix(loss=f"{summary['loss']:.4f}", scale=f"{summary['logit_scale']:.1f}")
+                progress.set_postfix(loss=f"{summary[TERM_NAMES.loss]:.4f}", scale=f"{summary['logit_scale']:.1f}")
                 sums.zero_()
                 count, last_log_time, last_log_step = 0, time.perf_counter(), self.step
         progress.close()
@@ -364,12 +259,8 @@ class Trainer:
         skipped.zero_()
         elapsed = time.perf_counter() - since
         samples = (self.step - since_step) * self.config.batch_size * self.config.accum_freq * distributed.world_size()
-        total, contrastive, inmodal, crossmodal = means.tolist()
         summary = {
-            "loss": total,
-            "contrastive": contrastive,
-            "inmodal_cyclic": inmodal,
-            "crossmodal_cyclic": crossmodal,
+            **LossTerms(*means.tolist()).as_dict(),
             "lr": self.scheduler.get_last_lr()[0],
             "logit_scale": unwrap(self.model).logit_scale.exp().item(),
             "samples_per_second": samples / max(elapsed, 1e-9),
@@ -386,18 +277,19 @@ class Trainer:
         depend on the number of processes and uneven shares cannot hang a collective.
         """
         self.model.eval()
-        sums = torch.zeros(5, dtype=torch.float64, device=self.device)
+        terms = len(TERM_NAMES)
+        sums = torch.zeros(terms + 1, dtype=torch.float64, device=self.device)  # the terms, then the batch count
         rank, ranks = distributed.rank(), distributed.world_size()
         with distributed.local_only():
-            for images, texts, _ in self.val_set.epoch(0, rank=rank, world_size=ranks):
-                if images.shape[0] < 2:
+            for batch in self.val_set.epoch(0, rank=rank, world_size=ranks):
+                if len(batch) < 2:
                     continue
-                output = self._loss(self._features(self._to_device(images), self._to_device(texts)))
-                sums[:4] += torch.stack([part.double() for part in output])
-                sums[4] += 1
+                with self._autocast():  # the bare model: DDP's forward may broadcast buffers (a collective)
+                    output = self.objective(unwrap(self.model), batch.to(self.device))
+                sums[:terms] += torch.stack([part.double() for part in output])
+                sums[terms] += 1
         distributed.all_reduce_sum_(sums)
-        total, contrastive, inmodal, crossmodal = (sums[:4] / sums[4].clamp(min=1)).tolist()
-        return {"loss": total, "contrastive": contrastive, "inmodal_cyclic": inmodal, "crossmodal_cyclic": crossmodal}
+        return LossTerms(*(sums[:terms] / sums[terms].clamp(min=1)).tolist()).as_dict()
 
     def fit(self) -> TrainResult:
         config = self.config
@@ -468,25 +360,15 @@ def train(config: TrainConfig) -> TrainResult:
             distributed.destroy_process_group()
 
 
-def _replace_with_link(source: Path, target: Path) -> None:
-    """Point `target` at `source`'s bytes atomically: a hard link when possible, else a copy."""
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    try:
-        os.link(source, temporary)
-    except OSError:
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
-
-
 def _format_epoch(summary: dict[str, Any]) -> str:
     parts = [f"epoch {summary['epoch']}"]
     for split in ("train", "val"):
         if split in summary and summary[split]:
             values = summary[split]
+            terms = LossTerms(**{name: values[name] for name in TERM_NAMES})
             parts.append(
-                f"{split} loss {values['loss']:.4f} (contrastive {values['contrastive']:.4f}, "
-                f"in-modal {values['inmodal_cyclic']:.4f}, cross-modal {values['crossmodal_cyclic']:.4f})"
+                f"{split} loss {terms.loss:.4f} (contrastive {terms.contrastive:.4f}, "
+                f"in-modal {terms.inmodal_cyclic:.4f}, cross-modal {terms.crossmodal_cyclic:.4f})"
             )
     if "zeroshot" in summary:
         parts.append(f"zero-shot top-1 {100 * summary['zeroshot']['top1']:.1f}%")

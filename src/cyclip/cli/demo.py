@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cyclip.cli.options import add_config_flags, flag, given_flags
+from cyclip.config import ConfigError, DemoConfig
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,25 +16,22 @@ def add_parser(subparsers) -> None:
         description="Builds an image-caption set from scikit-learn's handwritten digits, trains CLIP and CyCLIP "
         "from the same seed, and compares zero-shot accuracy and consistency on held-out data.",
     )
-    parser.add_argument("--output", default="cyclip-demo", help="folder for data, runs, JSON and plots")
-    parser.add_argument(
-        "--model", default="cyclip-rn-tiny", help="bundled or open_clip model (default: cyclip-rn-tiny)"
-    )
-    parser.add_argument("--epochs", type=int, default=8, help="epochs per model (default: 8)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default: 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed shared by both runs (default: 0)")
+    add_config_flags(parser, DemoConfig)
     parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> None:
     from cyclip.demo import run_demo
 
+    try:
+        config = DemoConfig(**given_flags(args, DemoConfig))
+    except ConfigError as error:
+        raise ValueError(f"{flag(error.key)}: {error.problem}") from None
     run_demo(
-        Path(args.output),
-        model=args.model,
-        epochs=args.epochs,
-        device=args.device,
-        workers=args.workers,
-        seed=args.seed,
+        Path(config.output),
+        model=config.model,
+        epochs=config.epochs,
+        device=config.device,
+        workers=config.workers,
+        seed=config.seed,
     )

@@ -101,7 +101,7 @@ def _encoder(checkpoint: str, device: str, batch_size: int, workers: int):
     from cyclip.checkpoints import read_checkpoint
     from cyclip.evaluation.tasks import Encoder
     from cyclip.models import model_from_checkpoint
-    from cyclip.train import resolve_device
+    from cyclip.runtime import resolve_device
 
     device = resolve_device(device)
     payload = read_checkpoint(checkpoint)

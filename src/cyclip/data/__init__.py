@@ -2,6 +2,7 @@
 digits demo data."""
 
 from cyclip.data.augment import PairAugmenter, WordNetThesaurus, eda
+from cyclip.data.batch import PairBatch
 from cyclip.data.captions import ImageCaptionDataset
 from cyclip.data.digits import DIGIT_NAMES, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, DigitsDemoData, write_digits_demo
 from cyclip.data.images import BadSampleError, DataError, load_rgb_image
@@ -17,6 +18,7 @@ __all__ = [
     "ImageCaptionDataset",
     "LabelledImageDataset",
     "LabelledImages",
+    "PairBatch",
     "PairAugmenter",
     "WordNetThesaurus",
     "eda",

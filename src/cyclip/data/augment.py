@@ -29,12 +29,12 @@ from typing import Literal
 import torchvision.transforms as T
 from PIL import Image
 
+from cyclip.config import IMAGE_AUGMENTATIONS
 from cyclip.data.images import DataError
 
 log = logging.getLogger("cyclip.data")
 
 Thesaurus = Callable[[str], Sequence[str]]
-IMAGE_POLICIES = ("autoaugment", "randaugment", "none")
 EDA_ALPHA = 0.1  # alpha_sr = alpha_ri = alpha_rs = p_rd = 0.1 in the authors' code
 INSERTION_TRIES = 10  # random insertion gives up on a word after this many picks without synonyms
 CACHED_WORDS = 200_000  # synonym lists kept per process (a caption corpus has a few hundred thousand words)
@@ -342,8 +342,8 @@ class PairAugmenter:
         alpha: float = EDA_ALPHA,
         thesaurus: Thesaurus | Literal["wordnet"] | None = "wordnet",
     ) -> None:
-        if image_policy not in IMAGE_POLICIES:
-            raise ValueError(f"image_policy must be one of {', '.join(IMAGE_POLICIES)}, got {image_policy!r}")
+        if image_policy not in IMAGE_AUGMENTATIONS:
+            raise ValueError(f"image_policy must be one of {', '.join(IMAGE_AUGMENTATIONS)}, got {image_policy!r}")
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         self.image_policy = image_policy

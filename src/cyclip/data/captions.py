@@ -20,11 +20,11 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from cyclip.config import BAD_SAMPLE_POLICIES
 from cyclip.data.images import BadSampleError, DataError, load_rgb_image
 
 log = logging.getLogger("cyclip.data")
 
-BAD_SAMPLE_POLICIES = ("skip", "error")
 SKIP_HINT = "(or run with --on-bad-sample skip)"
 MAX_LOAD_WARNINGS = 10
 MAX_BAD_ROWS_KEPT = 100
@@ -53,10 +53,11 @@ class ImageCaptionDataset(Dataset):
         path: str | os.PathLike,
         transform: Callable,
         tokenizer: Callable,
-        image_key: str = "filepath",
-        caption_key: str = "title",
-        separator: str = ",",
-        on_bad_sample: str = "skip",
+        *,
+        image_key: str,
+        caption_key: str,
+        separator: str,
+        on_bad_sample: str,
         augment: Callable[[Image.Image, str], tuple[Image.Image, str]] | None = None,
     ) -> None:
         if on_bad_sample not in BAD_SAMPLE_POLICIES:

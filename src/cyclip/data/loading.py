@@ -1,8 +1,8 @@
 """Batches of image-caption pairs for the training loop, from a CSV/TSV file or from WebDataset shards.
 
-Both sources give the same batches: `(images, tokens, skipped)`, or with in-modal augmentation
-`(images, tokens, augmented_images, augmented_tokens, skipped)`, and the same number of batches on
-every rank (collectives hang otherwise). Order and augmentation depend only on (seed, epoch, sample).
+Both sources give the same batches, `PairBatch`es (with augmented views for in-modal training), and the
+same number of batches on every rank (collectives hang otherwise). Order and augmentation depend only on
+(seed, epoch, sample).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from cyclip import distributed
 from cyclip.config import TrainConfig
+from cyclip.data.batch import PairBatch
 from cyclip.data.captions import ImageCaptionDataset
 from cyclip.data.seeding import SeededSamples
 
@@ -60,7 +61,7 @@ class PairBatches:
             self.num_samples = len(dataset)
             self.batches_per_epoch = self.num_samples // (config.batch_size * distributed.world_size())
 
-    def epoch(self, epoch: int, rank: int | None = None, world_size: int | None = None) -> Iterable[tuple]:
+    def epoch(self, epoch: int, rank: int | None = None, world_size: int | None = None) -> Iterable[PairBatch]:
         """Training: this rank's shuffled full batches of `epoch`. Validation: every `world_size`-th batch of
         the file in order, from the `rank`-th (defaults: this process's rank and the job's world size)."""
         rank = distributed.rank() if rank is None else rank
@@ -70,7 +71,9 @@ class PairBatches:
                 return self._shards(epoch, 0, 1) if rank == 0 else []
             return self._shards(epoch, rank, world_size)
         self.dataset.set_epoch(epoch)
-        loader_options = dict(num_workers=self.config.workers, pin_memory=self.device.type == "cuda")
+        loader_options = dict(
+            num_workers=self.config.workers, pin_memory=self.device.type == "cuda", collate_fn=PairBatch.collate
+        )
         if not self.train:
             batches = list(BatchSampler(range(len(self.dataset)), self.config.batch_size, drop_last=False))
             return DataLoader(self.dataset, batch_sampler=batches[rank::world_size], **loader_options)

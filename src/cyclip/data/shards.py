@@ -25,7 +25,9 @@ from braceexpand import UnbalancedBracesError, braceexpand
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from cyclip.data.captions import BAD_SAMPLE_POLICIES, SKIP_HINT, caption_problem
+from cyclip.config import BAD_SAMPLE_POLICIES
+from cyclip.data.batch import PairBatch
+from cyclip.data.captions import SKIP_HINT, caption_problem
 from cyclip.data.images import _DECODE_ERRORS, BadSampleError, DataError, to_rgb
 from cyclip.data.seeding import sample_seed, seeded_randomness
 
@@ -99,10 +101,9 @@ def count_samples(shards: list[str]) -> int | None:
 class ShardBatches:
     """The batches of one epoch on one rank, in the CSV loader's form.
 
-    Each batch is `(images [B,3,H,W], tokens [B,L], skipped [B])`, or with `augment`
-    `(images, tokens, augmented_images, augmented_tokens, skipped)`; `skipped[i]` counts the bad samples
-    that sample i stood in for, so `skipped.sum()` over the epoch counts the bad samples met (a corrupt
-    or truncated shard counts 1 and stops that shard).
+    Each batch is a `PairBatch`, with augmented views when `augment` is given; `skipped[i]` counts the bad
+    samples that sample i stood in for, so `skipped.sum()` over the epoch counts the bad samples met (a
+    corrupt or truncated shard counts 1 and stops that shard).
 
     Training (finite=False): exactly `batches_per_epoch` full batches on every rank. Without `resampled`
     the shards are shuffled by (seed, epoch), shard i of that order goes to rank i % world_size and then
@@ -126,8 +127,8 @@ class ShardBatches:
         rank: int,
         world_size: int,
         workers: int,
-        resampled: bool = False,
-        on_bad_sample: str = "skip",
+        resampled: bool,
+        on_bad_sample: str,
         augment: Callable | None = None,
         pin_memory: bool = False,
         finite: bool = False,
@@ -187,7 +188,7 @@ class ShardBatches:
             f"data-loader workers (each needs one); {', '.join(fixes[:-1])} or {fixes[-1]}"
         )
 
-    def __iter__(self) -> Iterator[tuple]:
+    def __iter__(self) -> Iterator[PairBatch]:
         stream = _ShardStream(self)
         loader = DataLoader(
             stream,
@@ -208,27 +209,27 @@ class ShardBatches:
         if count != self.batches_per_epoch:  # the workers' quotas add up to it; anything else is a bug
             raise RuntimeError(f"rank {self.rank} yielded {count} batches instead of {self.batches_per_epoch}")
 
-    def _rebatch(self, loader: Iterable) -> Iterator[tuple]:
+    def _rebatch(self, loader: Iterable) -> Iterator[PairBatch]:
         """Batches of exactly batch_size across workers (each worker ends with a short one), the last
         possibly smaller; bad samples met after a worker's last good one are added to a neighbour."""
-        chunks: list[tuple[torch.Tensor, ...]] = []
+        chunks: list[PairBatch] = []
         rows, orphans = 0, 0
         for item in loader:
             if isinstance(item, int):  # a worker's trailing bad-sample count
                 orphans += item
                 continue
             if orphans:
-                item[-1][0] += orphans
+                item.skipped[0] += orphans
                 orphans = 0
             chunks.append(item)
-            rows += len(item[-1])
+            rows += len(item)
             while rows > self.batch_size:  # keep >= 1 row back: a trailing count may still arrive
                 batch, chunks = _split_rows(chunks, self.batch_size)
                 rows -= self.batch_size
                 yield self._pinned(batch)
         if rows:
             batch, _ = _split_rows(chunks, rows)
-            batch[-1][-1] += orphans
+            batch.skipped[-1] += orphans
             yield self._pinned(batch)
         elif orphans:
             raise DataError(
@@ -236,9 +237,9 @@ class ShardBatches:
                 f"usable ({orphans} bad)"
             )
 
-    def _pinned(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    def _pinned(self, batch: PairBatch) -> PairBatch:
         if self.pin_memory and torch.cuda.is_available():
-            return tuple(tensor.pin_memory() for tensor in batch)
+            return batch.pin_memory()
         return batch
 
 
@@ -260,7 +261,7 @@ class _ShardStream(IterableDataset):
         self.on_bad_sample = batches.on_bad_sample
         self.quota = None if batches.finite else batches.batches_per_epoch  # batches of this rank, all workers
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | int]:
+    def __iter__(self) -> Iterator[PairBatch | int]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return _Worker(self, worker, workers).batches()
@@ -278,7 +279,7 @@ class _Worker:
         self.visits: Counter[str] = Counter()  # reads of each shard so far this epoch
         self.warnings = 0
 
-    def batches(self) -> Iterator[tuple[torch.Tensor, ...] | int]:
+    def batches(self) -> Iterator[PairBatch | int]:
         """Full batches up to the quota (training) or until the shards end (finite: then the short last
         batch, or the trailing bad-sample count as a plain int when no good sample follows it)."""
         stream = self.stream
@@ -427,16 +428,15 @@ def _decode_sample(sample: dict) -> tuple[Image.Image, str]:
         raise BadSampleError(f"cannot decode the .{extension} image ({error})") from None
 
 
-def _collate(rows: list[tuple[torch.Tensor, ...]], skipped: list[int]) -> tuple[torch.Tensor, ...]:
-    return (*(torch.stack(column) for column in zip(*rows, strict=True)), torch.tensor(skipped, dtype=torch.long))
+def _collate(rows: list[tuple[torch.Tensor, ...]], skipped: list[int]) -> PairBatch:
+    return PairBatch.collate([(*row, count) for row, count in zip(rows, skipped, strict=True)])
 
 
-def _split_rows(chunks: list[tuple[torch.Tensor, ...]], count: int) -> tuple[tuple, list[tuple]]:
+def _split_rows(chunks: list[PairBatch], count: int) -> tuple[PairBatch, list[PairBatch]]:
     """The first `count` rows of the concatenated chunks, and the chunks that hold the rest."""
-    merged = tuple(torch.cat(column) for column in zip(*chunks, strict=True))
-    head = tuple(tensor[:count] for tensor in merged)
-    rest = tuple(tensor[count:] for tensor in merged)
-    return head, ([rest] if len(rest[-1]) else [])
+    merged = PairBatch.cat(chunks)
+    rest = merged[count:]
+    return merged[:count], ([rest] if len(rest) else [])
 
 
 def _check_arguments(
