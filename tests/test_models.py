@@ -214,11 +214,11 @@ def test_load_checkpoint_restores_training_payload(tmp_path, original):
         assert torch.equal(loaded.encode_text(texts), text_features)
 
 
-def test_load_checkpoint_rejects_plain_state_dicts(tmp_path, original):
+def test_load_checkpoint_asks_for_the_architecture_of_plain_state_dicts(tmp_path, original):
     _, model, *_ = original
     path = tmp_path / "plain.pt"
     torch.save(model.state_dict(), path)
-    with pytest.raises(ValueError, match="not a cyclip training checkpoint"):
+    with pytest.raises(ValueError, match="does not record its architecture; pass it with --model NAME"):
         load_checkpoint(path)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -36,13 +38,16 @@ from cyclip.checkpoints import read_checkpoint
 __all__ = [
     "BUNDLED_CONFIG_DIR",
     "LOCAL_DIR_PREFIX",
+    "LoadedModel",
     "OPEN_CLIP_CONFIG_NAME",
     "OPEN_CLIP_WEIGHTS_NAME",
     "available_models",
     "create_model",
     "load_checkpoint",
+    "load_model",
     "model_config",
     "model_from_checkpoint",
+    "weights_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,20 +115,79 @@ def create_model(
             log.warning("%s: no weights file in the folder; the model is initialised randomly", name)
     state_dict, trained_as = _read_weights(weights) if weights is not None else (None, None)  # refusals come first
     preprocess = (folder_config or {}).get("preprocess_cfg") or {}
-    model, preprocess_train, preprocess_val = _build(name, device, preprocess)
-    if state_dict is not None:
-        _load_exactly(model, _to_open_clip_layout(state_dict, model), name, source=str(weights), trained_as=trained_as)
+    model, preprocess_train, preprocess_val = _build_with_weights(
+        name, device, preprocess, state_dict, source=str(weights), trained_as=trained_as
+    )
     if folder_config is not None:
         _check_same_architecture(folder_config.get("model_cfg"), name, source=str(pretrained))
     return model, preprocess_train, preprocess_val, open_clip.get_tokenizer(name)
 
 
 def load_checkpoint(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
+    path: str | os.PathLike, device: str | torch.device = "cpu", model_name: str | None = None
 ) -> tuple[torch.nn.Module, Callable, Callable]:
-    """Rebuild a trained model from a cyclip training checkpoint: `(model in eval mode, preprocess, tokenizer)`."""
-    model, _, preprocess_val, tokenizer = model_from_checkpoint(read_checkpoint(path, device="cpu"), path, device)
-    return model.eval(), preprocess_val, tokenizer
+    """`(model in eval mode, preprocess, tokenizer)` of anything `load_model` reads: a cyclip checkpoint, an
+    exported folder, or (with `model_name`) an open_clip / OpenAI weights file."""
+    loaded = load_model(path, model_name, device)
+    return loaded.model, loaded.preprocess, loaded.tokenizer
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model ready for inference, with what is needed to use it and to tell it apart from other models."""
+
+    model: torch.nn.Module  # in eval mode
+    preprocess: Callable  # PIL image -> tensor, the model's own inference transform
+    tokenizer: Callable
+    name: str  # the architecture: an open_clip name or `local-dir:<folder>`
+    source: str  # the file or folder the weights came from
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """`weights_fingerprint` of the model, computed once."""
+        return weights_fingerprint(self.model)
+
+
+def load_model(
+    source: str | os.PathLike, model_name: str | None = None, device: str | torch.device = "cpu"
+) -> LoadedModel:
+    """Load any model cyclip can read, for evaluation and inference.
+
+    `source` is a cyclip training checkpoint, a folder in open_clip's `local-dir:` layout (what `cyclip export`
+    writes), or an open_clip checkpoint, state dict, OpenAI state dict or .safetensors file. Files that do not
+    record their architecture need `model_name` (an open_clip name such as ViT-B-32); one that records it is
+    refused under another name, since same-shaped weights of another architecture would load silently.
+    """
+    path = Path(source)
+    if path.is_dir():
+        name = _check_model_name(model_name or f"{LOCAL_DIR_PREFIX}{path}")
+        model, _, preprocess, tokenizer = create_model(name, pretrained=path, device=device)
+    elif path.is_file():
+        state_dict, trained_as = _read_weights(path)
+        name = _architecture_of_file(path, model_name, trained_as)
+        model, _, preprocess = _build_with_weights(name, device, {}, state_dict, str(path), trained_as)
+        tokenizer = open_clip.get_tokenizer(name)
+    else:
+        raise FileNotFoundError(
+            f"{path}: model not found; pass a cyclip checkpoint (.pt), a folder written by `cyclip export`, or an "
+            "open_clip / OpenAI weights file (.pt, .bin, .safetensors) with --model NAME"
+        )
+    return LoadedModel(model.eval(), preprocess, tokenizer, name, str(path))
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short SHA-256 of every state-dict entry (name, dtype, shape, bytes): equal exactly when two models
+    compute the same function from the same weights, wherever and from whichever file format they were loaded."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        tensor = value.detach().to("cpu").contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{list(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
 
 
 def model_from_checkpoint(
@@ -162,6 +226,19 @@ def _check_model_name(name: str) -> str:
     close = difflib.get_close_matches(name, models, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
     raise ValueError(f"unknown model {name!r}; {hint}available models: {', '.join(models)}")
+
+
+def _architecture_of_file(path: Path, model_name: str | None, trained_as: str | None) -> str:
+    """The architecture of a weights file: the one it records, or `model_name`; refuse a conflict or neither."""
+    if model_name is None and trained_as is None:
+        raise ValueError(
+            f"{path}: the file does not record its architecture; pass it with --model NAME (e.g. ViT-B-32, "
+            "RN50; `open_clip.list_models()` lists them)"
+        )
+    if model_name is not None and trained_as is not None:
+        if _check_model_name(model_name) != _check_model_name(trained_as):
+            raise ValueError(f"{path}: holds a {trained_as!r} model, not {model_name!r}; drop --model")
+    return _check_model_name(model_name or trained_as)
 
 
 def _local_dir(name: str) -> Path:
@@ -231,6 +308,21 @@ def _build(
             image_interpolation=preprocess.get("interpolation"),
             image_resize_mode=preprocess.get("resize_mode"),
         )
+
+
+def _build_with_weights(
+    name: str,
+    device: str | torch.device,
+    preprocess: Mapping[str, Any],
+    state_dict: dict[str, torch.Tensor] | None,
+    source: str,
+    trained_as: str | None,
+) -> tuple[torch.nn.Module, Callable, Callable]:
+    """`_build`, then load `state_dict` (any accepted layout) exactly, when there is one."""
+    model, preprocess_train, preprocess_val = _build(name, device, preprocess)
+    if state_dict is not None:
+        _load_exactly(model, _to_open_clip_layout(state_dict, model), name, source=source, trained_as=trained_as)
+    return model, preprocess_train, preprocess_val
 
 
 def _check_same_architecture(folder_cfg: Mapping[str, Any] | None, name: str, source: str) -> None:

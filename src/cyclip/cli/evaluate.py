@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cyclip.cli.model_arguments import CHECKPOINT_HELP, add_model_flag
+
 TASK_HELP = {
     "zeroshot": "zero-shot top-1/3/5/10 accuracy (prompt-ensembled class embeddings)",
     "linear-probe": "logistic regression on frozen image features, L2 strength chosen on a validation split",
@@ -70,21 +72,24 @@ def add_parser(subparsers) -> None:
         description="Run the tasks listed in a YAML file (keys as the task flags, e.g. {task: zeroshot, data: "
         "cifar10, root: /data/cifar10}) for one checkpoint; embeddings are shared between tasks.",
     )
-    suite.add_argument("--config", required=True, help="YAML file: 'tasks: [...]' and optionally 'checkpoint:'")
+    suite.add_argument(
+        "--config", required=True, help="YAML file: 'tasks: [...]' and optionally 'checkpoint:' and 'model:'"
+    )
     _add_source_arguments(suite, embeddings=False, required=False)
     suite.add_argument("--output", help="JSON file to write (default: eval.json beside the checkpoint); also .md")
     suite.set_defaults(handler=_run_suite)
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser, embeddings: bool = True, required: bool = True) -> None:
-    """--checkpoint (or, where `embeddings`, --embeddings instead) and how to run the model."""
-    checkpoint_help = "a cyclip checkpoint (OUTPUT/latest.pt)"
+    """--checkpoint (or, where `embeddings`, --embeddings instead), --model, and how to run the model."""
+    checkpoint_help = CHECKPOINT_HELP
     if embeddings:
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--checkpoint", help=checkpoint_help)
         source.add_argument("--embeddings", help="an .npz written by `cyclip eval embed`, instead of a checkpoint")
     else:
         parser.add_argument("--checkpoint", required=required, help=checkpoint_help)
+    add_model_flag(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
@@ -97,16 +102,13 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-root", help="retrieval: folder the image paths are relative to")
 
 
-def _encoder(checkpoint: str, device: str, batch_size: int, workers: int):
-    from cyclip.checkpoints import read_checkpoint
+def _encoder(checkpoint: str, model: str | None, device: str, batch_size: int, workers: int):
+    from cyclip.cli.model_arguments import load
     from cyclip.evaluation.tasks import Encoder
-    from cyclip.models import model_from_checkpoint
-    from cyclip.runtime import resolve_device
 
-    device = resolve_device(device)
-    payload = read_checkpoint(checkpoint)
-    model, _, preprocess, tokenizer = model_from_checkpoint(payload, source=str(checkpoint), device=device)
-    return Encoder(model, preprocess, tokenizer, device, batch_size, workers), payload.get("model_name")
+    loaded = load(checkpoint, model, device)
+    encoder = Encoder(loaded.model, loaded.preprocess, loaded.tokenizer, loaded.device, batch_size, workers)
+    return encoder, loaded.name
 
 
 def _spec(args: argparse.Namespace):
@@ -132,7 +134,11 @@ def _run_task(args: argparse.Namespace) -> None:
     from cyclip.evaluation.tasks import run_task
 
     spec = _spec(args)
-    encoder = _encoder(args.checkpoint, args.device, args.batch_size, args.workers)[0] if args.checkpoint else None
+    encoder = (
+        _encoder(args.checkpoint, args.model, args.device, args.batch_size, args.workers)[0]
+        if args.checkpoint
+        else None
+    )
     metrics = run_task(spec, encoder)
     print(f"{spec.label}:")
     for key, value in flatten_metrics(metrics).items():
@@ -148,7 +154,7 @@ def _run_embed(args: argparse.Namespace) -> None:
 
     if not args.data:
         raise ValueError("--data is required: the dataset to embed")
-    encoder, _ = _encoder(args.checkpoint, args.device, args.batch_size, args.workers)
+    encoder, _ = _encoder(args.checkpoint, args.model, args.device, args.batch_size, args.workers)
     task = "retrieval" if _is_retrieval_file(args.data) else "zeroshot"
     spec = TaskSpec(task=task, data=args.data, root=args.root, split=args.split, image_root=args.image_root)
     embeddings, _ = embeddings_for(spec, encoder)
@@ -167,6 +173,7 @@ def _run_suite(args: argparse.Namespace) -> None:
     specs = [TaskSpec.from_dict(task, f"{args.config}: tasks[{i}]") for i, task in enumerate(config["tasks"])]
     encoder, model_name = _encoder(
         checkpoint,
+        config.get("model", args.model),
         config.get("device", args.device),
         config.get("batch_size", args.batch_size),
         config.get("workers", args.workers),
@@ -188,7 +195,7 @@ def _read_suite_config(path: Path) -> dict[str, Any]:
     from cyclip.config import read_yaml_mapping
 
     config = read_yaml_mapping(path, "suite config")
-    allowed = {"checkpoint", "device", "batch_size", "workers", "tasks"}
+    allowed = {"checkpoint", "model", "device", "batch_size", "workers", "tasks"}
     if not isinstance(config.get("tasks"), list) or set(config) - allowed:
         raise ValueError(f"{path}: expected a mapping with a 'tasks' list (keys allowed: {', '.join(sorted(allowed))})")
     if not all(isinstance(task, dict) for task in config["tasks"]):
