@@ -164,9 +164,12 @@ def test_eval_and_suite_take_any_model(original, layout, tmp_path, capsys):
     suite = tmp_path / "suite.yaml"
     suite.write_text(f"checkpoint: {path}\n" + (f"model: {model_name}\n" if model_name else "") + "tasks:\n")
     suite.write_text(suite.read_text() + f"  - {{task: zeroshot, data: {data}}}\n")
-    assert main(["eval", "suite", "--config", str(suite), "--output", str(tmp_path / "eval.json"), "--workers", "0"]) == 0
+    assert (
+        main(["eval", "suite", "--config", str(suite), "--output", str(tmp_path / "eval.json"), "--workers", "0"]) == 0
+    )
     results = json.loads((tmp_path / "eval.json").read_text())
-    assert results["tasks"][f"zeroshot/{data.name}"]["metrics"] == json.loads((tmp_path / "ours.json").read_text())[
-        "metrics"
-    ]
+    assert (
+        results["tasks"][f"zeroshot/{data.name}"]["metrics"]
+        == json.loads((tmp_path / "ours.json").read_text())["metrics"]
+    )
     capsys.readouterr()

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("train", "evaluate", "compare", "export", "demo")
+COMMANDS = ("train", "evaluate", "compare", "export", "predict", "index", "search", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
