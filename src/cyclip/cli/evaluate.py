@@ -54,6 +54,13 @@ def add_parser(subparsers) -> None:
         if task == "granularity":
             command.add_argument("--superclasses", required=True, help='JSON file {"class name": "superclass", ...}')
         command.add_argument("--output", help="write the metrics to this JSON file")
+        if task in ("zeroshot", "linear-probe", "retrieval"):
+            command.add_argument(
+                "--format",
+                choices=("cyclip", "clip_benchmark"),
+                default="cyclip",
+                help="layout of --output: cyclip's, or clip_benchmark's result JSON (default: cyclip)",
+            )
         command.set_defaults(handler=_run_task)
 
     embed = tasks.add_parser(
@@ -134,10 +141,12 @@ def _run_task(args: argparse.Namespace) -> None:
     from cyclip.evaluation.tasks import run_task
 
     spec = _spec(args)
-    encoder = (
-        _encoder(args.checkpoint, args.model, args.device, args.batch_size, args.workers)[0]
+    if getattr(args, "format", "cyclip") == "clip_benchmark" and not args.output:
+        raise ValueError("--format clip_benchmark: give --output FILE, the JSON file to write in that layout")
+    encoder, model_name = (
+        _encoder(args.checkpoint, args.model, args.device, args.batch_size, args.workers)
         if args.checkpoint
-        else None
+        else (None, None)
     )
     metrics = run_task(spec, encoder)
     print(f"{spec.label}:")
@@ -145,6 +154,11 @@ def _run_task(args: argparse.Namespace) -> None:
         print(f"  {key:>28}: {value:.6g}")
     if args.output:
         record = {"task": spec.task, "data": spec.data or spec.embeddings, "metrics": metrics}
+        if getattr(args, "format", "cyclip") == "clip_benchmark":
+            from cyclip.evaluation.clip_benchmark_format import clip_benchmark_record
+
+            source = args.checkpoint or args.embeddings
+            record = clip_benchmark_record(spec.task, metrics, spec.data or spec.embeddings, model_name or "", source)
         Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -202,6 +202,15 @@ def _scores(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     return {"accuracy": correct.mean().item(), "mean_per_class_accuracy": per_class.mean().item()}
 
 
+def _top5_accuracy(model: LogisticModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """{"top5_accuracy": fraction of rows whose label is among the 5 classes of highest logit}; empty with
+    fewer than 5 classes, where it would always be 1."""
+    if len(model.classes) < 5:
+        return {}
+    top = model.classes[_full_logits(model.decision_function(x)).topk(5, dim=1).indices]
+    return {"top5_accuracy": (top == y.to(top.device)[:, None]).any(dim=1).double().mean().item()}
+
+
 def _metric(mean_per_class: bool) -> str:
     return "mean_per_class_accuracy" if mean_per_class else "accuracy"
 
@@ -299,7 +308,8 @@ def linear_probe(
 
     A `c_grid` of one value skips the validation split and fits that C on the whole training split.
 
-    Returns score (the metric `mean_per_class` picks), accuracy, mean_per_class_accuracy, C, the
+    Returns score (the metric `mean_per_class` picks), accuracy, top5_accuracy (with 5 classes or more),
+    mean_per_class_accuracy, C, the
     validation score of every C tried, iterations/converged of the final fit, and the split sizes.
     """
     _check_features("train", train_x, train_y)
@@ -327,6 +337,7 @@ def linear_probe(
         "score": scores[metric],
         "metric": metric,
         **scores,
+        **_top5_accuracy(model, test_x, test_y),
         "C": c,
         "validation": validation,
         "iterations": model.iterations,

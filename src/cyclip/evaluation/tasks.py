@@ -26,7 +26,7 @@ from cyclip.evaluation.geometry import class_geometry, paired_geometry
 from cyclip.evaluation.granularity import fine_coarse_accuracy, read_superclasses
 from cyclip.evaluation.linear_probe import few_shot_probe, linear_probe
 from cyclip.evaluation.retrieval import retrieval_recall
-from cyclip.evaluation.zeroshot import class_embeddings, topk_accuracy
+from cyclip.evaluation.zeroshot import class_embeddings, mean_per_class_recall, topk_accuracy
 
 log = logging.getLogger("cyclip.evaluation")
 
@@ -182,7 +182,8 @@ def run_task(spec: TaskSpec, encoder: Encoder | None = None) -> dict[str, Any]:
         device = encoder.device if encoder is not None else "cpu"
         if spec.task == "linear-probe":
             result = linear_probe(*arguments, mean_per_class=mean_per_class, seed=spec.seed, device=device)
-            return {key: result[key] for key in ("score", "accuracy", "mean_per_class_accuracy", "C")}
+            keys = ("score", "accuracy", "top5_accuracy", "mean_per_class_accuracy", "C")
+            return {key: result[key] for key in keys if key in result}
         shots = few_shot_probe(*arguments, mean_per_class=mean_per_class, device=device)["shots"]
         return {str(k): {"mean": value["mean"], "std": value["std"]} for k, value in shots.items()}
     if spec.task != "consistency":
@@ -191,7 +192,12 @@ def run_task(spec: TaskSpec, encoder: Encoder | None = None) -> dict[str, Any]:
         test.image_embeddings.double() @ test.class_embeddings.double().T if test.class_embeddings is not None else None
     )
     if spec.task == "zeroshot":
-        return {**topk_accuracy(logits, test.labels), "num_images": len(test.labels), "num_classes": logits.shape[1]}
+        return {
+            **topk_accuracy(logits, test.labels),
+            "mean_per_class_recall": mean_per_class_recall(logits, test.labels),
+            "num_images": len(test.labels),
+            "num_classes": logits.shape[1],
+        }
     if spec.task == "consistency":
         _need(spec, test, "text_embeddings")
         return consistency_report(test.image_embeddings, test.text_embeddings, test.class_embeddings, test.labels)

@@ -35,6 +35,15 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
     return {f"top{k}": hits[:, :k].any(dim=1).double().mean().item() for k in ks}
 
 
+def mean_per_class_recall(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over the classes present in `labels` of the fraction of their rows whose top-1 class is right
+    (scikit-learn's balanced accuracy; clip_benchmark's `mean_per_class_recall`)."""
+    correct = (logits.argmax(dim=1) == labels).double()
+    classes, index = torch.unique(labels, return_inverse=True)
+    per_class = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, index.cpu(), correct.cpu())
+    return (per_class / torch.bincount(index.cpu(), minlength=len(classes))).mean().item()
+
+
 def zeroshot_classification(
     model: torch.nn.Module,
     preprocess: Callable,
