@@ -125,3 +125,19 @@ def test_other_embeddings_files_are_not_indexes(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({}))
     with pytest.raises(DataError, match="not a .npz archive"):
         load_index(tmp_path / "x.json")
+
+
+def test_a_moved_index_model_is_one_line(collection, tmp_path, capsys):
+    root, checkpoints, _ = collection
+    moved = tmp_path / "moved.pt"
+    moved.write_bytes(checkpoints[0].read_bytes())
+    index = tmp_path / "index.npz"
+    command = ["index", str(root / "photos" / "sub"), "--checkpoint", str(moved), "--output", str(index)]
+    assert main([*command, "--workers", "0"]) == 0
+    moved.unlink()
+    capsys.readouterr()
+    assert main(["search", "--index", str(index), "a cat"]) == 2
+    assert capsys.readouterr().err == (
+        f"cyclip: error: {index}: its model {moved} is not there any more; pass the same model with --checkpoint\n"
+    )
+    assert main(["search", "--index", str(index), "--checkpoint", str(checkpoints[0]), "a cat"]) == 0

@@ -19,13 +19,17 @@ def add_model_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=MODEL_HELP)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, checkpoint_help: str = "") -> None:
-    """--checkpoint, --model, and how to run the model: --device, --batch-size, --workers."""
+def add_model_arguments(
+    parser: argparse.ArgumentParser, required: bool = True, checkpoint_help: str = "", workers: bool = True
+) -> None:
+    """--checkpoint, --model, and how to run the model: --device, --batch-size and (where files are decoded in
+    bulk) --workers."""
     parser.add_argument("--checkpoint", required=required, help=checkpoint_help or CHECKPOINT_HELP)
     add_model_flag(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--batch-size", type=_positive, default=64, help="images per forward pass (default: 64)")
-    parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
+    if workers:
+        parser.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: 2)")
 
 
 def load(checkpoint: str, model: str | None, device: str):

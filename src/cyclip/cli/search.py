@@ -26,6 +26,7 @@ def add_parser(subparsers) -> None:
         parser,
         required=False,
         checkpoint_help="the model (default: the one recorded in the index); any format `cyclip predict` takes",
+        workers=False,
     )
     parser.set_defaults(handler=_run_search)
 
