@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from cyclip.search import top_k
 from cyclip.runtime import resolve_device
+from cyclip.search import top_k
 
 K = 10
 
