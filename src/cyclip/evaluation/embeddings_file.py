@@ -11,14 +11,13 @@ Arrays (N images, M texts, C classes, d dimensions); only `image_embeddings` is 
     class_embeddings  float [C, d]   zero-shot classifier rows (template-averaged class embeddings)
 
 Strings are stored as fixed-width unicode arrays and the file is read with `allow_pickle=False`: writing
-never needs pickle, and loading never executes anything. Writes go to a temporary file in the target
-folder, then `os.replace`, so a reader never sees a half-written file.
+never needs pickle, and loading never executes anything. Writes are atomic (`cyclip.files.write_atomically`),
+so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from cyclip.data import DataError
+from cyclip.files import write_atomically
 
 FLOAT_ARRAYS = ("image_embeddings", "text_embeddings", "class_embeddings")
 INT_ARRAYS = ("labels", "image_of_text")
@@ -114,16 +114,8 @@ def save_embeddings(path: str | os.PathLike, **arrays) -> Path:
     problems = _problems(values)
     if problems:
         raise ValueError(f"{path}: {problems[0]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **values)  # every dtype was checked above: nothing here can need pickle
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    # Every dtype was checked above: nothing here can need pickle.
+    return write_atomically(path, lambda file: np.savez(file, **values))
 
 
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
