@@ -18,7 +18,7 @@ from PIL import Image
 from stand_ins import CharTokenizer, to_tensor
 from torch.utils.data import DataLoader
 
-from cyclip.data import DataError, ImageCaptionDataset, PairAugmenter, WordNetThesaurus, eda, write_digits_demo
+from cyclip.data import ImageCaptionDataset, PairAugmenter, WordNetThesaurus, eda, write_digits_demo
 from cyclip.data.augment import (
     STOP_WORDS,
     caption_words,
@@ -29,6 +29,7 @@ from cyclip.data.augment import (
     synonym_replacement,
 )
 from cyclip.data.seeding import SeededSamples, sample_seed, seeded_randomness
+from cyclip.errors import DataError
 
 WORDS = "a small black dog runs across the green field".split()
 TOY = {"dog": ("hound",), "field": ("meadow land",)}.get  # a thesaurus with a known answer

@@ -22,7 +22,7 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TE
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from cyclip.data import BadSampleError, DataError
+from cyclip.errors import BadSampleError, DataError
 from cyclip.evaluation.datasets import (
     CLASSIFICATION_DATASETS,
     ClassificationSet,

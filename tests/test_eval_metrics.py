@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from reference import direct_objective
 
-from cyclip.data import DataError
+from cyclip.errors import DataError
 from cyclip.evaluation.consistency import (
     consistency_at_k,
     consistency_report,
@@ -265,7 +265,7 @@ def test_read_superclasses(tmp_path):
     with pytest.raises(DataError, match=r"groups.json: 2 of 4 classes have no superclass: \['bus', 'ship'\]"):
         read_superclasses(path, ["car", "bus", "cat", "ship"])
     path.write_text('{"cat": "animal",\n "dog": }')
-    with pytest.raises(DataError, match="groups.json: invalid JSON at line 2 column"):
+    with pytest.raises(DataError, match="groups.json: not valid JSON at line 2 column"):
         read_superclasses(path, ["cat"])
     path.write_text('["cat", "animal"]')
     with pytest.raises(DataError, match="expected a JSON object"):

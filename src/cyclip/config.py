@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from cyclip.files import read_yaml_mapping
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
@@ -81,20 +83,6 @@ class TrainConfig:
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-
-def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """A YAML file holding a mapping (parsed safely: plain data only); one clear error otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} not found")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error.__class__.__name__}: {error})".replace("\n", " ")) from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
-    return values
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

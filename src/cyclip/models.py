@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +31,7 @@ from open_clip.model import (
 )
 
 from cyclip.checkpoints import read_checkpoint
+from cyclip.files import read_json
 
 __all__ = [
     "BUNDLED_CONFIG_DIR",
@@ -177,10 +177,7 @@ def _read_folder_config(folder: Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path}: not found, so {folder} is not an open_clip model folder; pass a folder written by `cyclip export`"
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); re-export the model") from None
+    config = read_json(path, fix="re-export the model")
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
         raise ValueError(f"{path}: has no 'model_cfg' object (the architecture); re-export the model")
     if not isinstance(config.get("preprocess_cfg", {}), dict):
@@ -353,9 +350,9 @@ def _load_exactly(
     reshaped = [k for k in state_dict if k in expected and _shape(state_dict[k]) != _shape(expected[k])]
     if missing or unexpected or reshaped:
         problems = [
-            _describe("missing", missing, lambda k: f"{k} {_shape(expected[k])}"),
-            _describe("unexpected", unexpected, lambda k: f"{k} {_shape(state_dict[k])}"),
-            _describe(
+            _key_summary("missing", missing, lambda k: f"{k} {_shape(expected[k])}"),
+            _key_summary("unexpected", unexpected, lambda k: f"{k} {_shape(state_dict[k])}"),
+            _key_summary(
                 "shape mismatches", reshaped, lambda k: f"{k} {_shape(state_dict[k])} vs model {_shape(expected[k])}"
             ),
         ]
@@ -364,7 +361,8 @@ def _load_exactly(
     model.load_state_dict(state_dict, strict=True)
 
 
-def _describe(kind: str, keys: list[str], show: Callable[[str], str], limit: int = 5) -> str:
+def _key_summary(kind: str, keys: list[str], show: Callable[[str], str], limit: int = 5) -> str:
+    """'3 missing: a [2], b [4], ...': how many keys of one kind, and the first `limit` of them shown."""
     if not keys:
         return ""
     more = f", ... {len(keys) - limit} more" if len(keys) > limit else ""

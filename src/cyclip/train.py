@@ -27,6 +27,7 @@ from cyclip import distributed
 from cyclip.checkpoints import read_checkpoint, save_checkpoint
 from cyclip.config import TrainConfig
 from cyclip.data.loading import PairBatches
+from cyclip.errors import NonFiniteLossError
 from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.losses import cyclip_loss
 from cyclip.models import create_model
@@ -35,10 +36,6 @@ log = logging.getLogger("cyclip.train")
 
 LOGIT_SCALE_MAX = math.log(100.0)
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass

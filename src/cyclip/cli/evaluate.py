@@ -185,7 +185,7 @@ def _run_suite(args: argparse.Namespace) -> None:
 
 
 def _read_suite_config(path: Path) -> dict[str, Any]:
-    from cyclip.config import read_yaml_mapping
+    from cyclip.files import read_yaml_mapping
 
     config = read_yaml_mapping(path, "suite config")
     allowed = {"checkpoint", "device", "batch_size", "workers", "tasks"}

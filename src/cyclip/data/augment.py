@@ -29,7 +29,7 @@ from typing import Literal
 import torchvision.transforms as T
 from PIL import Image
 
-from cyclip.data.images import DataError
+from cyclip.errors import DataError
 
 log = logging.getLogger("cyclip.data")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cyclip.data import DataError
+from cyclip.errors import DataError
 from cyclip.files import write_atomically
 
 FLOAT_ARRAYS = ("image_embeddings", "text_embeddings", "class_embeddings")

@@ -7,7 +7,6 @@ alignment, uniformity, C), possibly nested one level (few-shot: {k: {"mean", "st
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from cyclip.files import read_json  # noqa: E402
 
 RAW_METRICS = ("gap", "regularizer", "alignment", "uniformity", "C", "num_")
 CONSISTENCY_K = (1, 3, 5, 10)
@@ -30,10 +31,7 @@ def read_results(path: str | Path) -> dict[str, Any]:
         path = path / "eval.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: results file not found; write it with `cyclip eval suite`")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON results file ({error})") from None
+    results = read_json(path, "results file")
     if not isinstance(results, dict) or not isinstance(results.get("tasks"), dict):
         raise ValueError(f"{path}: expected an object with a 'tasks' mapping, as `cyclip eval suite` writes")
     for label, entry in results["tasks"].items():

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from cyclip.data import read_labelled_folder
+from cyclip.data.labelled import read_labelled_folder
 from cyclip.evaluation.consistency import consistency_report
 from cyclip.evaluation.datasets import open_classification, open_retrieval
 from cyclip.evaluation.embeddings import embed_images, embed_texts

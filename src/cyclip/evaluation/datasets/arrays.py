@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cyclip.data.images import DataError
+from cyclip.errors import DataError
 from cyclip.evaluation.datasets.common import ClassificationSet, check_root, one_line, require
 from cyclip.evaluation.datasets.names import CIFAR_TEMPLATES, DEFAULT_TEMPLATES, STL10_CLASSES, readable
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cyclip.data.images import DataError
 from cyclip.data.labelled import LabelledImageDataset, read_labelled_folder
+from cyclip.errors import DataError
 from cyclip.evaluation.datasets.arrays import open_cifar, open_stl10
 from cyclip.evaluation.datasets.common import DATA_FLAG, ClassificationSet, check_split, folder_dataset, subfolders
 from cyclip.evaluation.datasets.imagenet import (

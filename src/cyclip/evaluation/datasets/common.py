@@ -6,7 +6,6 @@ was looked for and where, instead of torchvision's advice to download (nothing h
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
-from cyclip.data.images import BadSampleError, DataError, load_rgb_image, to_rgb
+from cyclip.data.images import DECODE_ERRORS, load_rgb_image, to_rgb
+from cyclip.errors import BadSampleError, DataError
 
 SPLITS = ("train", "test")
 DATA_FLAG = "--data"
-
-# What PIL raises on a broken file inside a torchvision dataset that opens images itself.
-_LOAD_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 
 
 @dataclass
@@ -100,7 +97,7 @@ class TorchvisionImages(Dataset):
             image, label = self.base[index]
         except BadSampleError:
             raise
-        except _LOAD_ERRORS as error:
+        except DECODE_ERRORS as error:  # from a torchvision dataset that opens images itself
             where = sample_file(self.base, index) or f"sample {index}"
             raise BadSampleError(f"{self.name}: {where}: cannot load image ({one_line(error)})") from None
         return self.transform(as_rgb(image)), int(label)

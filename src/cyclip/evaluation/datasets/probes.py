@@ -17,8 +17,9 @@ from typing import NamedTuple
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets
 
-from cyclip.data.images import DataError, load_rgb_image
+from cyclip.data.images import load_rgb_image
 from cyclip.data.labelled import LabelledImageDataset, LabelledImages
+from cyclip.errors import DataError
 from cyclip.evaluation.datasets.common import (
     ClassificationSet,
     TorchvisionImages,
