@@ -22,13 +22,13 @@ from cyclip.data import ImageCaptionDataset, PairAugmenter, WordNetThesaurus, ed
 from cyclip.data.augment import (
     STOP_WORDS,
     caption_words,
-    default_thesaurus,
     random_deletion,
     random_insertion,
     random_swap,
     synonym_replacement,
 )
 from cyclip.data.seeding import SeededSamples, sample_seed, seeded_randomness
+from cyclip.data.wordnet import default_thesaurus
 from cyclip.errors import DataError
 
 WORDS = "a small black dog runs across the green field".split()

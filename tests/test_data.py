@@ -25,8 +25,8 @@ from cyclip.data import (
     write_digits_demo,
 )
 from cyclip.data.images import to_rgb
-from cyclip.data.labelled import LabelledImageDataset, read_labelled_folder
 from cyclip.errors import BadSampleError, DataError
+from cyclip.evaluation.datasets.labelled import LabelledImageDataset, read_labelled_folder
 
 # ---------------------------------------------------------------- helpers (module level: picklable)
 

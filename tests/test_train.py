@@ -22,7 +22,7 @@ from cyclip.cli import build_parser, main
 from cyclip.cli.train import train_config_from_args
 from cyclip.config import TrainConfig
 from cyclip.data import write_digits_demo
-from cyclip.data.labelled import read_labelled_folder
+from cyclip.evaluation.datasets.labelled import read_labelled_folder
 from cyclip.models import load_checkpoint
 from cyclip.train import Trainer
 

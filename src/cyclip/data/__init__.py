@@ -1,11 +1,11 @@
-"""Datasets: image-caption CSV/TSV files (optionally with augmented views), labelled evaluation folders, and the
-digits demo data."""
+"""Training data: image-caption pairs from CSV/TSV files or WebDataset shards (optionally with augmented views),
+and the digits demo data. Evaluation datasets live in `cyclip.evaluation.datasets`."""
 
-from cyclip.data.augment import PairAugmenter, WordNetThesaurus, eda
+from cyclip.data.augment import PairAugmenter, eda
 from cyclip.data.captions import ImageCaptionDataset
 from cyclip.data.digits import DIGIT_NAMES, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, DigitsDemoData, write_digits_demo
 from cyclip.data.images import load_rgb_image
-from cyclip.data.labelled import LabelledImageDataset, LabelledImages, read_labelled_folder
+from cyclip.data.wordnet import WordNetThesaurus
 
 __all__ = [
     "DIGIT_NAMES",
@@ -13,12 +13,9 @@ __all__ = [
     "TRAIN_TEMPLATES",
     "DigitsDemoData",
     "ImageCaptionDataset",
-    "LabelledImageDataset",
-    "LabelledImages",
     "PairAugmenter",
     "WordNetThesaurus",
     "eda",
     "load_rgb_image",
-    "read_labelled_folder",
     "write_digits_demo",
 ]

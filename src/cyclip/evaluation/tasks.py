@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from cyclip.data.labelled import read_labelled_folder
 from cyclip.evaluation.consistency import consistency_report
 from cyclip.evaluation.datasets import open_classification, open_retrieval
+from cyclip.evaluation.datasets.labelled import read_labelled_folder
 from cyclip.evaluation.embeddings import embed_images, embed_texts
 from cyclip.evaluation.embeddings_file import Embeddings, load_embeddings
 from cyclip.evaluation.geometry import class_geometry, paired_geometry

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
-from cyclip.data.labelled import LabelledImageDataset, read_labelled_folder
+from cyclip.evaluation.datasets.labelled import LabelledImageDataset, read_labelled_folder
 from cyclip.evaluation.embeddings import embed_images
 
 TOP_K = (1, 3, 5, 10)

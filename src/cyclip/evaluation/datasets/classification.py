@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cyclip.data.labelled import LabelledImageDataset, read_labelled_folder
 from cyclip.errors import DataError
 from cyclip.evaluation.datasets.arrays import open_cifar, open_stl10
 from cyclip.evaluation.datasets.common import DATA_FLAG, ClassificationSet, check_split, folder_dataset, subfolders
@@ -20,6 +19,7 @@ from cyclip.evaluation.datasets.imagenet import (
     open_imagenet_subset,
     open_imagenetv2,
 )
+from cyclip.evaluation.datasets.labelled import LabelledImageDataset, read_labelled_folder
 from cyclip.evaluation.datasets.names import DEFAULT_TEMPLATES, readable
 from cyclip.evaluation.datasets.probes import PROBES, open_probe
 

@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from cyclip.data.labelled import LabelledImageDataset, LabelledImages
 from cyclip.errors import DataError
 from cyclip.evaluation.datasets.common import DATA_FLAG, ClassificationSet, check_root, folder_dataset, subfolders
+from cyclip.evaluation.datasets.labelled import LabelledImageDataset, LabelledImages
 from cyclip.evaluation.datasets.names import imagenet_classes, imagenet_templates, imagenet_wnids
 from cyclip.files import CsvReader, read_text
 

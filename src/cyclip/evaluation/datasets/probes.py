@@ -18,7 +18,6 @@ from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets
 
 from cyclip.data.images import load_rgb_image
-from cyclip.data.labelled import LabelledImageDataset, LabelledImages
 from cyclip.errors import DataError
 from cyclip.evaluation.datasets.common import (
     ClassificationSet,
@@ -28,6 +27,7 @@ from cyclip.evaluation.datasets.common import (
     require,
     subfolders,
 )
+from cyclip.evaluation.datasets.labelled import LabelledImageDataset, LabelledImages
 from cyclip.evaluation.datasets.names import DEFAULT_TEMPLATES, GTSRB_CLASSES, SVHN_CLASSES, readable
 
 CALTECH101_TRAIN_PER_CLASS = 30
