@@ -10,27 +10,6 @@ from tqdm.auto import tqdm
 
 
 @torch.no_grad()
-def _embed(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    second: Callable[[torch.Tensor], torch.Tensor],
-    device: torch.device | str,
-    batch_size: int,
-    workers: int,
-    progress: bool,
-    desc: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image embeddings of items (image, x, ...) and `second(x)`, concatenated over batches."""
-    model.eval()
-    device = torch.device(device)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
-    firsts, seconds = [], []
-    for images, others, *_ in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        firsts.append(model.encode_image(images.to(device, non_blocking=True), normalize=True).float().cpu())
-        seconds.append(second(others))
-    return torch.cat(firsts), torch.cat(seconds)
-
-
 def embed_images(
     model: torch.nn.Module,
     dataset: Dataset,
@@ -39,24 +18,15 @@ def embed_images(
     workers: int = 0,
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised image embeddings (float32, on CPU) of a dataset of (image, label), and the labels."""
-    return _embed(model, dataset, torch.as_tensor, device, batch_size, workers, progress, "embedding images")
-
-
-def embed_pairs(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    device: torch.device | str = "cpu",
-    batch_size: int = 256,
-    workers: int = 0,
-    progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised (image, caption) embeddings of a dataset of (image, tokens, ...)."""
-
-    def encode_text(tokens: torch.Tensor) -> torch.Tensor:
-        return model.encode_text(tokens.to(device, non_blocking=True), normalize=True).float().cpu()
-
-    return _embed(model, dataset, encode_text, device, batch_size, workers, progress, "embedding pairs")
+    """L2-normalised image embeddings (float32, on CPU) of a dataset of (image, label, ...), and the labels."""
+    model.eval()
+    device = torch.device(device)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+    embeddings, labels = [], []
+    for images, batch_labels, *_ in tqdm(loader, desc="embedding images", disable=not progress, leave=False):
+        embeddings.append(model.encode_image(images.to(device, non_blocking=True), normalize=True).float().cpu())
+        labels.append(torch.as_tensor(batch_labels))
+    return torch.cat(embeddings), torch.cat(labels)
 
 
 @torch.no_grad()

@@ -202,7 +202,8 @@ def _scores(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     return {"accuracy": correct.mean().item(), "mean_per_class_accuracy": per_class.mean().item()}
 
 
-def _metric(mean_per_class: bool) -> str:
+def _score_name(mean_per_class: bool) -> str:
+    """The key of the probe's score: accuracy, or mean per-class accuracy for datasets reported that way."""
     return "mean_per_class_accuracy" if mean_per_class else "accuracy"
 
 
@@ -306,7 +307,7 @@ def linear_probe(
     _check_features("test", test_x, test_y)
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"train_x has {train_x.shape[1]} features but test_x has {test_x.shape[1]}")
-    metric = _metric(mean_per_class)
+    metric = _score_name(mean_per_class)
     options = {"standardize": standardize, "device": device, "dtype": dtype, "max_iter": max_iter, "tol": tol}
     train_x, train_y = train_x.to(device, dtype), train_y.to(device)
     grid = None if c_grid is None else [float(c) for c in c_grid]
@@ -385,7 +386,7 @@ def few_shot_probe(
     _check_features("test", test_x, test_y)
     if cv_folds < 2:
         raise ValueError(f"cv_folds must be >= 2, got {cv_folds}")
-    metric = _metric(mean_per_class)
+    metric = _score_name(mean_per_class)
     options = {"standardize": standardize, "device": device, "dtype": dtype, "max_iter": max_iter, "tol": tol}
     grid = [float(c) for c in (DEFAULT_C_GRID if c_grid is None else c_grid)]
     train_x, train_y = train_x.to(device, dtype), train_y.to(device)

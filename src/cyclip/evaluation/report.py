@@ -118,13 +118,13 @@ def accuracy_bars_figure(runs: dict[str, dict[str, Any]]) -> Figure | None:
     for axis, (task, metric, title) in zip(axes[0], panels, strict=True):
         labels = _labels_of(runs, task)
         for index, name in enumerate(names):
-            values = [100 * _metric(runs[name], label, metric) for label in labels]
+            values = [100 * _metric_value(runs[name], label, metric) for label in labels]
             positions = [x + (index - (len(names) - 1) / 2) * width for x in range(len(labels))]
             bars = axis.bar(positions, values, width, label=name)
             axis.bar_label(bars, fmt="%.1f", fontsize=8)
         if len(names) == 2:
             for x, label in enumerate(labels):
-                a, b = (100 * _metric(runs[name], label, metric) for name in names)
+                a, b = (100 * _metric_value(runs[name], label, metric) for name in names)
                 if not math.isnan(b - a):
                     axis.annotate(
                         f"{b - a:+.1f}",
@@ -159,7 +159,7 @@ def consistency_figure(runs: dict[str, dict[str, Any]]) -> Figure | None:
     ):
         for name, results in runs.items():
             for label in labels:
-                values = [100 * _metric(results, label, f"{prefix}@{k}") for k in ks]
+                values = [100 * _metric_value(results, label, f"{prefix}@{k}") for k in ks]
                 axis.plot(ks, values, "o-", label=name if len(labels) == 1 else f"{name} {label}")
         axis.set(title=f"{title} (%)", xlabel="k", xticks=list(ks))
         axis.legend()
@@ -242,7 +242,8 @@ def _labels_of(runs: dict[str, dict[str, Any]], task: str) -> list[str]:
     return list(dict.fromkeys(labels))
 
 
-def _metric(results: dict[str, Any], label: str, metric: str) -> float:
+def _metric_value(results: dict[str, Any], label: str, metric: str) -> float:
+    """One metric of one task as a float; NaN where the run lacks it (a failed or missing task)."""
     value = results["tasks"].get(label, {}).get("metrics", {}).get(metric)
     return float(value) if isinstance(value, int | float) else math.nan
 

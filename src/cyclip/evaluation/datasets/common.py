@@ -20,7 +20,7 @@ from cyclip.data.images import DECODE_ERRORS, load_rgb_image, to_rgb
 from cyclip.errors import BadSampleError, DataError
 
 SPLITS = ("train", "test")
-DATA_FLAG = "--data"
+ROOT_FLAG = "--root"  # the flag (and suite key `root`) naming the local copy of a dataset
 
 
 @dataclass
@@ -44,7 +44,7 @@ def check_root(name: str, root: str | Path, layout: str) -> Path:
     root = Path(root)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "not found"
-        raise DataError(f"{name}: {root} {what}; point {DATA_FLAG} at the local copy of {name} ({layout})")
+        raise DataError(f"{name}: {root} {what}; point {ROOT_FLAG} at the local copy of {name} ({layout})")
     return root
 
 
@@ -55,9 +55,9 @@ def require(name: str, root: Path, relative: str, layout: str) -> Path:
         return path
     top = Path(relative).parts[0]
     if root.name == top and (root.parent / relative).exists():
-        hint = f"point {DATA_FLAG} at {root.parent} (the folder that holds {top}), not at {top} itself"
+        hint = f"point {ROOT_FLAG} at {root.parent} (the folder that holds {top}), not at {top} itself"
     else:
-        hint = f"point {DATA_FLAG} at the folder that holds {top} ({layout})"
+        hint = f"point {ROOT_FLAG} at the folder that holds {top} ({layout})"
     raise DataError(f"{name}: {root} has no {relative} (looked for {path}); {hint}")
 
 

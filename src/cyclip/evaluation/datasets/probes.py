@@ -34,7 +34,7 @@ CALTECH101_TRAIN_PER_CLASS = 30
 
 
 class _Probe(NamedTuple):
-    layout: str  # what --data must hold, for messages
+    layout: str  # what --root must hold, for messages
     needs: Callable[[str], list[str]]  # torchvision split -> paths under root it reads
     splits: dict[str, tuple[str, ...]]  # our split -> torchvision splits
     mean_per_class: bool
