@@ -1,4 +1,7 @@
-"""Batched, no-grad embedding of images and captions; shared by every evaluation task."""
+"""Batched, no-grad embedding of images and captions; shared by every evaluation task.
+
+Batch size and data-loading workers are required here: their defaults live in `EvalConfig`.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +16,9 @@ from tqdm.auto import tqdm
 def embed_images(
     model: torch.nn.Module,
     dataset: Dataset,
-    device: torch.device | str = "cpu",
-    batch_size: int = 256,
-    workers: int = 0,
+    device: torch.device | str,
+    batch_size: int,
+    workers: int,
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised image embeddings (float32, on CPU) of a dataset of (image, label, ...), and the labels."""
@@ -34,8 +37,8 @@ def embed_texts(
     model: torch.nn.Module,
     tokenizer: Callable,
     texts: list[str],
-    device: torch.device | str = "cpu",
-    batch_size: int = 256,
+    device: torch.device | str,
+    batch_size: int,
     progress: bool = True,
 ) -> torch.Tensor:
     """L2-normalised embeddings (float32, on CPU) of a list of captions, in batches."""

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import torch
 
 DEFAULT_C_GRID = tuple(10.0**e for e in range(-6, 7))
+FEW_SHOT_SEEDS = (0, 1, 2)  # one k-shot draw per seed; `cyclip eval few-shot --seed S` uses S, S + 1, S + 2
 _CHUNK_ELEMENTS = 1 << 24
 
 
@@ -365,7 +366,7 @@ def few_shot_probe(
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     shots: Sequence[int] = (1, 2, 4, 8, 16),
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = FEW_SHOT_SEEDS,
     *,
     mean_per_class: bool = False,
     c_grid: Sequence[float] | None = None,

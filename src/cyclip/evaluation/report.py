@@ -1,12 +1,14 @@
 """Reports of evaluation results: one checkpoint's Markdown table, several side by side, and the paper-style figures.
 
-Results are the dict `cyclip eval suite` writes: {"checkpoint", "model", "tasks": {label: {"task", "data",
-"metrics" | "error"}}}. Metrics are fractions (shown as percentages) or raw values (gaps, regularizers,
-alignment, uniformity, C), possibly nested one level (few-shot: {k: {"mean", "std"}}).
+Results are the dict `cyclip.evaluation.tasks.run_suite` returns and `write_results` writes as eval.json:
+{"checkpoint", "model", "tasks": {label: {"task", "data", "metrics" | "error"}}}. Metrics are fractions
+(shown as percentages) or raw values (gaps, regularizers, alignment, uniformity, C), possibly nested one
+level (few-shot: {k: {"mean", "std"}}).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from cyclip.files import read_json  # noqa: E402
+from cyclip.files import read_json, write_text_atomically  # noqa: E402
 
 RAW_METRICS = ("gap", "regularizer", "alignment", "uniformity", "C", "num_")
 CONSISTENCY_K = (1, 3, 5, 10)
@@ -38,6 +40,18 @@ def read_results(path: str | Path) -> dict[str, Any]:
         if not isinstance(entry, dict) or not isinstance(entry.get("metrics", entry.get("error")), dict | str):
             raise ValueError(f"{path}: task {label!r} has neither 'metrics' nor 'error'")
     return results
+
+
+def write_results(results: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
+    """Write a suite's results as JSON to `path` and as the Markdown table beside it (.md); both atomically.
+
+    The one writer of eval.json / eval.md, for `cyclip eval suite` and the demo alike.
+    """
+    path = Path(path)
+    table = path.with_suffix(".md")
+    write_text_atomically(path, json.dumps(results, indent=2) + "\n")
+    write_text_atomically(table, markdown_table(results) + "\n")
+    return path, table
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[tuple[str, str], float]:
