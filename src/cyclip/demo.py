@@ -110,7 +110,7 @@ def evaluation_tasks(data: DigitsDemoData) -> list[TaskSpec]:
     options = {"train_data": str(data.probe_train_dir), "superclasses": str(data.superclasses)}
     specs = []
     for task in TASKS.values():
-        given = {option: value for option, value in options.items() if option in task.options}
+        given: dict[str, Any] = {option: value for option, value in options.items() if option in task.options}
         label = f"{task.name}/digits" + ("-parity" if "superclasses" in given else "")
         source = str(data.val_csv) if task.dataset == RETRIEVAL else heldout
         specs.append(TaskSpec(task.name, source, name=label, **given))

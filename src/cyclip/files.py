@@ -195,7 +195,7 @@ class CsvReader:
         self._file = open(self.path, encoding="utf-8-sig", newline="")
         self._reader = csv.reader(self._file, delimiter=self.separator)
         try:
-            first = next((row for row in self._reader if row), [])
+            first: list[str] = next((row for row in self._reader if row), [])
         except UnicodeDecodeError:
             self.close()
             raise _not_utf8(self.path) from None

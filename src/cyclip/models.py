@@ -102,6 +102,7 @@ def create_model(
     """
     name = _check_model_name(name)
     folder_config: dict[str, Any] | None = None
+    weights: Path | None
     if pretrained is not None:
         weights, folder_config = _resolve_pretrained(Path(pretrained))
     else:
@@ -320,9 +321,9 @@ def _to_open_clip_layout(state_dict: dict[str, torch.Tensor], model: torch.nn.Mo
     state_dict = convert_state_dict(model, state_dict)  # third-party layouts open_clip knows (MobileCLIP)
     if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
         state_dict = convert_to_custom_text_state_dict(state_dict)  # OpenAI text layout -> CustomTextCLIP
-    scale = state_dict.get("logit_scale")
-    if isinstance(scale, torch.Tensor) and scale.ndim != model.logit_scale.ndim:
-        state_dict["logit_scale"] = scale.reshape(model.logit_scale.shape)
+    scale, target = state_dict.get("logit_scale"), model.get_parameter("logit_scale")
+    if isinstance(scale, torch.Tensor) and scale.ndim != target.ndim:
+        state_dict["logit_scale"] = scale.reshape(target.shape)
     resize_pos_embed(state_dict, model)
     if _text_width(state_dict) == _text_width(model.state_dict()):  # open_clip asserts on a width change
         resize_text_pos_embed(state_dict, model)

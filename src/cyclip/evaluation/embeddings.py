@@ -1,6 +1,8 @@
 """Batched, no-grad embedding of images and captions; shared by every evaluation task.
 
-Batch size and data-loading workers are required here: their defaults live in `EvalConfig`.
+Batch size and data-loading workers are required here: their defaults live in `EvalConfig`. The model is
+any open_clip model; mypy reads `encode_image`/`encode_text` through nn.Module's `__getattr__`, typed as
+returning a Tensor or Module, hence the two `type: ignore[operator]`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def embed_images(
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
     embeddings, labels = [], []
     for images, batch_labels, *_ in tqdm(loader, desc="embedding images", disable=not progress, leave=False):
-        embeddings.append(model.encode_image(images.to(device, non_blocking=True), normalize=True).float().cpu())
+        encoded = model.encode_image(images.to(device, non_blocking=True), normalize=True)  # type: ignore[operator]
+        embeddings.append(encoded.float().cpu())
         labels.append(torch.as_tensor(batch_labels))
     return torch.cat(embeddings), torch.cat(labels)
 
@@ -46,5 +49,5 @@ def embed_texts(
     chunks = []
     for start in tqdm(range(0, len(texts), batch_size), desc="embedding captions", disable=not progress, leave=False):
         tokens = tokenizer(texts[start : start + batch_size]).to(device, non_blocking=True)
-        chunks.append(model.encode_text(tokens, normalize=True).float().cpu())
+        chunks.append(model.encode_text(tokens, normalize=True).float().cpu())  # type: ignore[operator]
     return torch.cat(chunks) if chunks else torch.empty(0)

@@ -21,6 +21,7 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,7 +111,8 @@ def _problems(arrays: dict[str, np.ndarray]) -> list[str]:
 def save_embeddings(path: str | os.PathLike, **arrays) -> Path:
     """Write the given arrays (tensors, numpy arrays, lists of str) to `path` atomically; returns the path."""
     path = Path(path)
-    values = {name: _as_numpy(name, value) for name, value in arrays.items() if value is not None}
+    # Any: numpy types savez's keywords as arrays *or* its allow_pickle flag.
+    values: dict[str, Any] = {name: _as_numpy(name, value) for name, value in arrays.items() if value is not None}
     problems = _problems(values)
     if problems:
         raise ValueError(f"{path}: {problems[0]}")
@@ -148,7 +150,7 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
         return arrays[name].tolist() if name in arrays else None
 
     return Embeddings(
-        image_embeddings=tensor("image_embeddings"),
+        image_embeddings=torch.from_numpy(np.ascontiguousarray(arrays["image_embeddings"])),  # required: checked
         text_embeddings=tensor("text_embeddings"),
         labels=tensor("labels", torch.long),
         class_names=strings("class_names"),

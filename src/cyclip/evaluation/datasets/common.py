@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
+from torchvision.datasets import ImageFolder, VisionDataset
 
 from cyclip.data.images import DECODE_ERRORS, load_rgb_image, to_rgb
 from cyclip.errors import BadSampleError, DataError
@@ -84,7 +84,7 @@ class TorchvisionImages(Dataset):
     naming it: evaluation is strict, because skipping an image would silently change the accuracy.
     """
 
-    def __init__(self, base: Dataset, transform: Callable, name: str) -> None:
+    def __init__(self, base: VisionDataset, transform: Callable, name: str) -> None:
         self.base = base
         self.transform = transform
         self.name = name

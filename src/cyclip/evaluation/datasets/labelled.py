@@ -117,10 +117,10 @@ def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int],
                 if not row[caption_column].strip():
                     raise DataError(f"{path}: line {line}: empty caption; give every row a caption or none")
                 captions.append(row[caption_column])
-            image = path.parent / row[image_column]
-            if not row[image_column].strip() or not image.is_file():
+            image_path = path.parent / row[image_column]
+            if not row[image_column].strip() or not image_path.is_file():
                 missing.append((line, row[image_column]))
-            paths.append(image)
+            paths.append(image_path)
     if not paths:
         raise DataError(f"{path}: no data rows after the header; add one 'image,label' row per image")
     if missing:
