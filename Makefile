@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 test: lint
 	$(BIN)/python -m pytest -q
 
+# The tests that train for seconds or start several processes are left out: well under a minute.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not distributed"
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks

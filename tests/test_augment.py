@@ -15,7 +15,6 @@ import pytest
 import torch
 import torchvision.transforms as T
 from PIL import Image
-from stand_ins import CharTokenizer, to_tensor
 from torch.utils.data import DataLoader
 
 from cyclip.data import ImageCaptionDataset, PairAugmenter, WordNetThesaurus, eda, write_digits_demo
@@ -30,6 +29,7 @@ from cyclip.data.augment import (
 from cyclip.data.seeding import SeededSamples, sample_seed, seeded_randomness
 from cyclip.data.wordnet import default_thesaurus
 from cyclip.errors import DataError
+from tests.helpers.stand_ins import CharTokenizer, to_tensor
 
 WORDS = "a small black dog runs across the green field".split()
 TOY = {"dog": ("hound",), "field": ("meadow land",)}.get  # a thesaurus with a known answer

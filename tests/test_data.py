@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from stand_ins import CharTokenizer, to_tensor
 
 from cyclip.data import (
     DIGIT_NAMES,
@@ -27,6 +26,7 @@ from cyclip.data import (
 from cyclip.data.images import to_rgb
 from cyclip.errors import BadSampleError, DataError
 from cyclip.evaluation.datasets.labelled import LabelledImageDataset, read_labelled_folder
+from tests.helpers.stand_ins import CharTokenizer, to_tensor
 
 # ---------------------------------------------------------------- helpers (module level: picklable)
 

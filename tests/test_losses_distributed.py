@@ -7,10 +7,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from reference import direct_inmodal_contrastive, direct_objective, random_features
 
 from cyclip.evaluation.consistency import regularizer_values
 from cyclip.losses import cyclip_loss
+from tests.helpers.reference import direct_inmodal_contrastive, direct_objective, random_features
+
+pytestmark = pytest.mark.distributed
 
 WORLD_SIZE, GLOBAL_BATCH, DIM = 2, 16, 8
 
