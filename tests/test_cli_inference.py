@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_inference import _reference_probabilities
+from tests.test_inference import _reference_probabilities
 
 from cyclip.checkpoints import save_checkpoint
 from cyclip.cli import main

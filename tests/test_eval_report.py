@@ -70,7 +70,7 @@ def test_compare_command_writes_table_and_figures(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("content", "message"), [("not json", "not a JSON results file"), ('{"checkpoint": "x"}', "'tasks' mapping")]
+    ("content", "message"), [("not json", "not valid JSON at line 1"), ('{"checkpoint": "x"}', "'tasks' mapping")]
 )
 def test_bad_results_file_is_one_line(tmp_path, capsys, content, message):
     (tmp_path / "a.json").write_text(content)

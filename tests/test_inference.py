@@ -15,7 +15,7 @@ from PIL import Image
 
 import cyclip
 from cyclip.checkpoints import save_checkpoint
-from cyclip.data import DataError
+from cyclip.errors import DataError
 from cyclip.inference import embed_image_files, find_images
 from cyclip.models import create_model
 from cyclip.prompts import normalise_template, parse_labels, read_classes, read_templates

@@ -1,10 +1,10 @@
 import open_clip.loss
 import pytest
 import torch
-from reference import direct_inmodal_contrastive, direct_objective, random_features
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cyclip.losses import clip_loss, cyclic_regularizers, cyclip_loss
+from tests.helpers.reference import direct_inmodal_contrastive, direct_objective, random_features
 
 LAMBDA_IN, LAMBDA_CROSS = 0.25, 0.25
 

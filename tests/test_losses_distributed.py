@@ -7,9 +7,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from reference import direct_inmodal_contrastive, direct_objective, random_features
 
+from cyclip.evaluation.consistency import regularizer_values
 from cyclip.losses import cyclip_loss
+from tests.helpers.reference import direct_inmodal_contrastive, direct_objective, random_features
+
+pytestmark = pytest.mark.distributed
 
 WORLD_SIZE, GLOBAL_BATCH, DIM = 2, 16, 8
 
@@ -104,3 +107,22 @@ def compare_augmented_with_single_process(rank: int, port: int) -> None:
 
 def test_sharded_inmodal_objective_equals_the_full_batch_objective():
     mp.spawn(compare_augmented_with_single_process, args=(free_port(),), nprocs=WORLD_SIZE)
+
+
+def evaluate_local_rows(rank: int, port: int) -> None:
+    """The evaluation's regularizers inside a process group: each rank measures its own rows only."""
+    images, texts = (x.double() for x in random_features(GLOBAL_BATCH, DIM, seed=13, gap=0.3))
+    rows = slice(rank * GLOBAL_BATCH // WORLD_SIZE, (rank + 1) * GLOBAL_BATCH // WORLD_SIZE)
+    _, inmodal, crossmodal = direct_objective(images[rows], texts[rows], 0.0)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+    try:
+        values = regularizer_values(images[rows], texts[rows])
+        torch.testing.assert_close(values["inmodal_regularizer"], inmodal.item(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(values["crossmodal_regularizer"], crossmodal.item(), rtol=1e-12, atol=0)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_evaluation_regularizers_ignore_the_process_group():
+    mp.spawn(evaluate_local_rows, args=(free_port(),), nprocs=WORLD_SIZE)

@@ -10,7 +10,7 @@ from PIL import Image
 import cyclip.search as search_module
 from cyclip.checkpoints import save_checkpoint
 from cyclip.cli import main
-from cyclip.data import DataError
+from cyclip.errors import DataError
 from cyclip.evaluation.embeddings_file import save_embeddings
 from cyclip.models import create_model, load_model
 from cyclip.search import load_index, top_k

@@ -1,55 +1,29 @@
 """Checkpoint files: atomic writes, and reads that can never run code stored in the file.
 
-A crash or a full disk mid-save must not destroy the last good checkpoint, so `save_checkpoint` writes a
-temporary file next to the target and renames it over the target only once it is complete on disk.
+A crash or a full disk mid-save must not destroy the last good checkpoint, so `save_checkpoint` writes
+through `cyclip.files.write_atomically`: the target is replaced only once the new file is complete on disk.
 `read_checkpoint` uses `torch.load(weights_only=True)`: a pickle that would need to import or call anything
 beyond tensors and plain containers is refused before any of it runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cyclip.files import write_atomically
+
 __all__ = ["read_checkpoint", "replace_with_link", "save_checkpoint"]
-
-
-def _current_umask() -> int:
-    """The process umask (os.umask can only be read by setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import: NamedTemporaryFile creates files 0600, and a finished checkpoint should get the
-# permissions any other file the user writes would get.
-_UMASK = _current_umask()
 
 
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> None:
     """Write `payload` with `torch.save` so that `path` holds either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with tmp:
-            torch.save(payload, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp.name, 0o666 & ~_UMASK)
-        os.replace(tmp.name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp.name)
-        raise
-    fsync_path(path.parent)
+    write_atomically(path, lambda file: torch.save(payload, file))
 
 
 def replace_with_link(source: Path, target: Path) -> None:
@@ -65,17 +39,6 @@ def replace_with_link(source: Path, target: Path) -> None:
     except OSError:
         shutil.copyfile(source, temporary)
     os.replace(temporary, target)
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file, or a folder's entries (making a rename durable), to disk (POSIX); a no-op where folders
-    cannot be opened (Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:

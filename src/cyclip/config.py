@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from cyclip.files import read_yaml_mapping
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
@@ -286,20 +288,6 @@ class DemoConfig(CheckedConfig):
     device: str = _train_option("device")
     workers: int = option(0, "data-loading processes (0: the small demo loads fastest in the main process)", minimum=0)
     seed: int = _train_option("seed")
-
-
-def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """A YAML file holding a mapping (parsed safely: plain data only); one clear error otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} not found")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error.__class__.__name__}: {error})".replace("\n", " ")) from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
-    return values
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -22,8 +22,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cyclip.config import TrainConfig  # noqa: E402
 from cyclip.data import DigitsDemoData, write_digits_demo  # noqa: E402
-from cyclip.evaluation.report import compare_runs  # noqa: E402
-from cyclip.evaluation.tasks import Encoder, TaskSpec, run_suite  # noqa: E402
+from cyclip.evaluation.encoder import Encoder  # noqa: E402
+from cyclip.evaluation.report import compare_runs, write_results  # noqa: E402
+from cyclip.evaluation.settings import EvalConfig  # noqa: E402
+from cyclip.evaluation.tasks import RETRIEVAL, TASKS, TaskSpec, run_suite  # noqa: E402
 from cyclip.models import load_checkpoint  # noqa: E402
 from cyclip.objective import TERM_NAMES  # noqa: E402
 from cyclip.runtime import resolve_device  # noqa: E402
@@ -97,42 +99,49 @@ def claim_output(output: Path) -> None:
 
 
 def evaluation_tasks(data: DigitsDemoData) -> list[TaskSpec]:
-    """The suite the demo runs on each model: every task, on the held-out digits and their captions."""
+    """The suite the demo runs on each model: every registered task, on the held-out digits (retrieval on the
+    held-out image-caption pairs; the probes train on their own split; parity groups the digits)."""
     heldout = str(data.zeroshot_dir)
-    return [
-        TaskSpec("zeroshot", heldout, name="zeroshot/digits"),
-        TaskSpec("linear-probe", heldout, train_data=str(data.probe_train_dir), name="linear-probe/digits"),
-        TaskSpec("few-shot", heldout, train_data=str(data.probe_train_dir), name="few-shot/digits"),
-        TaskSpec("retrieval", str(data.val_csv), name="retrieval/digits"),
-        TaskSpec("consistency", heldout, name="consistency/digits"),
-        TaskSpec("geometry", heldout, name="geometry/digits"),
-        TaskSpec("granularity", heldout, superclasses=str(data.superclasses), name="granularity/digits-parity"),
-    ]
+    options = {"train_data": str(data.probe_train_dir), "superclasses": str(data.superclasses)}
+    specs = []
+    for task in TASKS.values():
+        given: dict[str, Any] = {option: value for option, value in options.items() if option in task.options}
+        label = f"{task.name}/digits" + ("-parity" if "superclasses" in given else "")
+        source = str(data.val_csv) if task.dataset == RETRIEVAL else heldout
+        specs.append(TaskSpec(task.name, source, name=label, **given))
+    return specs
 
 
 def _evaluate(checkpoint: Path, model_name: str, data: DigitsDemoData, device: str, workers: int) -> dict[str, Any]:
     """The suite's results, also written as eval.json / eval.md beside the checkpoint (as `cyclip eval suite`)."""
-    from cyclip.evaluation.report import markdown_table
-
-    torch_device = resolve_device(device)
+    settings = EvalConfig(device=device, workers=workers)
+    torch_device = resolve_device(settings.device)
     model, preprocess, tokenizer = load_checkpoint(checkpoint, device=torch_device)
-    encoder = Encoder(model, preprocess, tokenizer, torch_device, workers=workers, progress=False)
-    results = {"checkpoint": str(checkpoint), "model": model_name, "tasks": run_suite(evaluation_tasks(data), encoder)}
-    (checkpoint.parent / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-    (checkpoint.parent / "eval.md").write_text(markdown_table(results) + "\n")
+    encoder = Encoder(model, preprocess, tokenizer, torch_device, settings.batch_size, settings.workers, progress=False)
+    results = run_suite(evaluation_tasks(data), encoder, checkpoint, model_name)
+    write_results(results, checkpoint.parent / "eval.json")
     return results
 
 
-def _metric(task: str, name: str) -> Callable[[dict[str, Any]], float]:
+def _metric_getter(task: str, name: str) -> Callable[[dict[str, Any]], float]:
+    """A function reading one metric of one task from a demo run's results."""
     return lambda run: run["eval"]["tasks"][task]["metrics"][name]
 
 
 ROWS = [
-    ("zero-shot top-1, held-out digits (%)", lambda r: 100 * _metric("zeroshot/digits", "top1")(r), "{:.1f}"),
-    ("linear probe, held-out digits (%)", lambda r: 100 * _metric("linear-probe/digits", "score")(r), "{:.1f}"),
-    ("in-modal gap, held-out pairs", _metric("consistency/digits", "inmodal_gap"), "{:.4f}"),
-    ("cross-modal gap, held-out pairs", _metric("consistency/digits", "crossmodal_gap"), "{:.4f}"),
-    ("consistency@1, held-out pairs (%)", lambda r: 100 * _metric("consistency/digits", "consistency@1")(r), "{:.1f}"),
+    ("zero-shot top-1, held-out digits (%)", lambda r: 100 * _metric_getter("zeroshot/digits", "top1")(r), "{:.1f}"),
+    (
+        "linear probe, held-out digits (%)",
+        lambda r: 100 * _metric_getter("linear-probe/digits", "score")(r),
+        "{:.1f}",
+    ),
+    ("in-modal gap, held-out pairs", _metric_getter("consistency/digits", "inmodal_gap"), "{:.4f}"),
+    ("cross-modal gap, held-out pairs", _metric_getter("consistency/digits", "crossmodal_gap"), "{:.4f}"),
+    (
+        "consistency@1, held-out pairs (%)",
+        lambda r: 100 * _metric_getter("consistency/digits", "consistency@1")(r),
+        "{:.1f}",
+    ),
     ("final train contrastive loss", lambda r: r["history"][-1]["train"][TERM_NAMES.contrastive], "{:.4f}"),
     ("final val contrastive loss", lambda r: r["history"][-1]["val"][TERM_NAMES.contrastive], "{:.4f}"),
     ("final val in-modal regularizer", lambda r: r["history"][-1]["val"][TERM_NAMES.inmodal_cyclic], "{:.4f}"),

@@ -22,7 +22,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cyclip.data import BadSampleError, DataError, load_rgb_image
+from cyclip.data import load_rgb_image
+from cyclip.errors import BadSampleError, DataError
 from cyclip.evaluation.embeddings import embed_texts as _embed_texts
 from cyclip.evaluation.zeroshot import class_embeddings
 from cyclip.prompts import DEFAULT_TEMPLATES, check_labels, normalise_template

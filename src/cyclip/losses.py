@@ -1,4 +1,4 @@
-"""The CLIP and CyCLIP objective (DESIGN §1) as pure functions of L2-normalised features.
+"""The CLIP and CyCLIP objective as pure functions of L2-normalised features (derivations: docs/objective.md).
 
     L = L_contrastive + lambda_inmodal * L_inmodal + lambda_crossmodal * L_crossmodal
     L_inmodal    = (1/N) sum_jk (<I_j,I_k> - <T_j,T_k>)^2

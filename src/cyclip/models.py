@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import functools
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +33,7 @@ from open_clip.model import (
 )
 
 from cyclip.checkpoints import read_checkpoint
+from cyclip.files import read_json
 
 __all__ = [
     "BUNDLED_CONFIG_DIR",
@@ -107,6 +107,7 @@ def create_model(
     """
     name = _check_model_name(name)
     folder_config: dict[str, Any] | None = None
+    weights: Path | None
     if pretrained is not None:
         weights, folder_config = _resolve_pretrained(Path(pretrained))
     else:
@@ -254,10 +255,7 @@ def _read_folder_config(folder: Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path}: not found, so {folder} is not an open_clip model folder; pass a folder written by `cyclip export`"
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); re-export the model") from None
+    config = read_json(path, fix="re-export the model")
     if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
         raise ValueError(f"{path}: has no 'model_cfg' object (the architecture); re-export the model")
     if not isinstance(config.get("preprocess_cfg", {}), dict):
@@ -415,9 +413,9 @@ def _to_open_clip_layout(state_dict: dict[str, torch.Tensor], model: torch.nn.Mo
     state_dict = convert_state_dict(model, state_dict)  # third-party layouts open_clip knows (MobileCLIP)
     if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
         state_dict = convert_to_custom_text_state_dict(state_dict)  # OpenAI text layout -> CustomTextCLIP
-    scale = state_dict.get("logit_scale")
-    if isinstance(scale, torch.Tensor) and scale.ndim != model.logit_scale.ndim:
-        state_dict["logit_scale"] = scale.reshape(model.logit_scale.shape)
+    scale, target = state_dict.get("logit_scale"), model.get_parameter("logit_scale")
+    if isinstance(scale, torch.Tensor) and scale.ndim != target.ndim:
+        state_dict["logit_scale"] = scale.reshape(target.shape)
     resize_pos_embed(state_dict, model)
     if _text_width(state_dict) == _text_width(model.state_dict()):  # open_clip asserts on a width change
         resize_text_pos_embed(state_dict, model)
@@ -445,9 +443,9 @@ def _load_exactly(
     reshaped = [k for k in state_dict if k in expected and _shape(state_dict[k]) != _shape(expected[k])]
     if missing or unexpected or reshaped:
         problems = [
-            _describe("missing", missing, lambda k: f"{k} {_shape(expected[k])}"),
-            _describe("unexpected", unexpected, lambda k: f"{k} {_shape(state_dict[k])}"),
-            _describe(
+            _key_summary("missing", missing, lambda k: f"{k} {_shape(expected[k])}"),
+            _key_summary("unexpected", unexpected, lambda k: f"{k} {_shape(state_dict[k])}"),
+            _key_summary(
                 "shape mismatches", reshaped, lambda k: f"{k} {_shape(state_dict[k])} vs model {_shape(expected[k])}"
             ),
         ]
@@ -456,7 +454,8 @@ def _load_exactly(
     model.load_state_dict(state_dict, strict=True)
 
 
-def _describe(kind: str, keys: list[str], show: Callable[[str], str], limit: int = 5) -> str:
+def _key_summary(kind: str, keys: list[str], show: Callable[[str], str], limit: int = 5) -> str:
+    """'3 missing: a [2], b [4], ...': how many keys of one kind, and the first `limit` of them shown."""
     if not keys:
         return ""
     more = f", ... {len(keys) - limit} more" if len(keys) > limit else ""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cyclip.data import DataError
+from cyclip.errors import DataError
 from cyclip.evaluation.embeddings_file import load_embeddings, save_embeddings
 from cyclip.evaluation.retrieval import ranked_blocks
 from cyclip.models import LoadedModel

@@ -24,6 +24,7 @@ from cyclip.config import TrainConfig
 from cyclip.data.batch import PairBatch
 from cyclip.data.loading import PairBatches
 from cyclip.distributed import unwrap
+from cyclip.errors import NonFiniteLossError
 from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.metrics_log import MetricsWriter
 from cyclip.models import create_model
@@ -33,10 +34,6 @@ from cyclip.runtime import autocast, resolve_device, rng_state, seed_everything,
 log = logging.getLogger("cyclip.train")
 
 LOGIT_SCALE_MAX = math.log(100.0)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 @dataclass

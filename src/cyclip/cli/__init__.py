@@ -28,8 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("cyclip").setLevel(logging.INFO)  # ours at INFO; open_clip's chatter stays quiet
     args = build_parser().parse_args(argv)
-    from cyclip.data import DataError
-    from cyclip.train import NonFiniteLossError
+    from cyclip.errors import DataError, NonFiniteLossError
 
     try:
         args.handler(args)

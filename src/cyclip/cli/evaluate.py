@@ -1,28 +1,47 @@
-"""`cyclip eval TASK`: evaluate a checkpoint (or an embeddings file), print the metrics, optionally save them."""
+"""`cyclip eval TASK`: evaluate a checkpoint (or an embeddings file), print the metrics, optionally save them.
+
+One subcommand per row of the task registry (`cyclip.evaluation.tasks.TASKS`), plus `embed` and `suite`.
+The --device/--batch-size/--workers flags come from `EvalConfig`; a flag given on the command line wins
+over the suite file, which wins over EvalConfig's defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from cyclip.cli.model_arguments import CHECKPOINT_HELP, add_model_flag
+from cyclip.evaluation.clip_benchmark_format import CLIP_BENCHMARK_TASKS
+from cyclip.evaluation.settings import EVAL_FIELDS, EvalConfig
+from cyclip.evaluation.tasks import TASKS, TaskSpec
 
-TASK_HELP = {
-    "zeroshot": "zero-shot top-1/3/5/10 accuracy (prompt-ensembled class embeddings)",
-    "linear-probe": "logistic regression on frozen image features, L2 strength chosen on a validation split",
-    "few-shot": "linear probes from k = 1, 2, 4, 8, 16 examples per class, mean and std over seeds",
-    "retrieval": "image-to-text and text-to-image Recall@1/5/10 and their mean",
-    "consistency": "in-modal / cross-modal gaps, regularizers, neighbour agreement@k, consistency@k",
-    "geometry": "alignment and uniformity of images against their class embeddings (and of image-caption pairs)",
-    "granularity": "fine (within the true superclass) vs coarse (superclass of the best class) zero-shot accuracy",
-}
 DATA_HELP = (
     "a dataset name (cifar10, imagenet, imagenet-a, ...; with --root), a labelled folder (labels.csv + "
     "classes.json, optionally with a caption column), an ImageFolder tree, or for retrieval a Karpathy JSON or "
     "an image,caption CSV"
 )
+_SEED_DEFAULT = next(item.default for item in dataclasses.fields(TaskSpec) if item.name == "seed")
+# The flags of the options some tasks take (a task lists them in its registry row).
+OPTION_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "train_data": {"help": "when --data is a folder: the labelled folder of the training split"},
+    "train_embeddings": {"help": "with --embeddings: the training split's .npz (the test split's is --embeddings)"},
+    "mean_per_class": {
+        "action": argparse.BooleanOptionalAction,
+        "default": None,
+        "help": "score by mean per-class accuracy (default: the dataset's convention)",
+    },
+    "seed": {
+        "type": int,
+        "default": _SEED_DEFAULT,
+        "help": "seed of the random draws: the linear probe's validation split; few-shot's k-shot samples, drawn "
+        f"with seeds S, S+1, S+2 (default: {_SEED_DEFAULT})",
+    },
+    "superclasses": {"help": 'JSON file {"class name": "superclass", ...}'},
+}
+_SPEC_KEYS = ("data", "root", "split", "image_root", "embeddings", *OPTION_ARGUMENTS)
 
 
 def add_parser(subparsers) -> None:
@@ -32,29 +51,16 @@ def add_parser(subparsers) -> None:
         description="Evaluate a trained checkpoint, or embeddings saved by `cyclip eval embed`.",
     )
     tasks = parser.add_subparsers(dest="task", required=True, metavar="TASK")
-    for task, help_text in TASK_HELP.items():
-        command = tasks.add_parser(task, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+    for name, task in TASKS.items():
+        command = tasks.add_parser(name, help=task.help, description=task.help[0].upper() + task.help[1:] + ".")
         _add_source_arguments(command)
         _add_data_arguments(command)
-        if task in ("linear-probe", "few-shot"):
+        for option in task.options:
             command.add_argument(
-                "--train-data", help="when --data is a folder: the labelled folder of the training split"
+                "--" + option.replace("_", "-"), required=option in task.required, **OPTION_ARGUMENTS[option]
             )
-            command.add_argument(
-                "--train-embeddings",
-                help="with --embeddings: the training split's .npz (the test split's is --embeddings)",
-            )
-            command.add_argument(
-                "--mean-per-class",
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help="score by mean per-class accuracy (default: the dataset's convention)",
-            )
-            command.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
-        if task == "granularity":
-            command.add_argument("--superclasses", required=True, help='JSON file {"class name": "superclass", ...}')
         command.add_argument("--output", help="write the metrics to this JSON file")
-        if task in ("zeroshot", "linear-probe", "retrieval"):
+        if name in CLIP_BENCHMARK_TASKS:
             command.add_argument(
                 "--format",
                 choices=("cyclip", "clip_benchmark"),
@@ -77,7 +83,8 @@ def add_parser(subparsers) -> None:
         "suite",
         help="run a list of tasks from a YAML file into one JSON and one Markdown table",
         description="Run the tasks listed in a YAML file (keys as the task flags, e.g. {task: zeroshot, data: "
-        "cifar10, root: /data/cifar10}) for one checkpoint; embeddings are shared between tasks.",
+        "cifar10, root: /data/cifar10}) for one checkpoint; embeddings are shared between tasks. The file may "
+        f"also set {', '.join(EVAL_FIELDS)}; flags given here override it.",
     )
     suite.add_argument(
         "--config", required=True, help="YAML file: 'tasks: [...]' and optionally 'checkpoint:' and 'model:'"
@@ -88,7 +95,7 @@ def add_parser(subparsers) -> None:
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser, embeddings: bool = True, required: bool = True) -> None:
-    """--checkpoint (or, where `embeddings`, --embeddings instead), --model, and how to run the model."""
+    """--checkpoint (or, where `embeddings`, --embeddings instead), --model, and how to run the model (EvalConfig)."""
     checkpoint_help = CHECKPOINT_HELP
     if embeddings:
         source = parser.add_mutually_exclusive_group(required=True)
@@ -97,9 +104,12 @@ def _add_source_arguments(parser: argparse.ArgumentParser, embeddings: bool = Tr
     else:
         parser.add_argument("--checkpoint", required=required, help=checkpoint_help)
     add_model_flag(parser)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
+    for item in dataclasses.fields(EvalConfig):
+        parser.add_argument(  # default None: a flag left out does not override the suite file
+            "--" + item.name.replace("_", "-"),
+            type=type(item.default),
+            help=f"{item.metadata['help']} (default: {item.default})",
+        )
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,45 +119,37 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-root", help="retrieval: folder the image paths are relative to")
 
 
-def _encoder(checkpoint: str, model: str | None, device: str, batch_size: int, workers: int):
-    from cyclip.cli.model_arguments import load
-    from cyclip.evaluation.tasks import Encoder
+def _settings(args: argparse.Namespace, file_values: dict[str, Any] | None = None) -> EvalConfig:
+    """EvalConfig's defaults, then the suite file's values, then the flags given on the command line."""
+    return EvalConfig().updated(file_values or {}).updated({name: getattr(args, name) for name in EVAL_FIELDS})
 
-    loaded = load(checkpoint, model, device)
-    encoder = Encoder(loaded.model, loaded.preprocess, loaded.tokenizer, loaded.device, batch_size, workers)
+
+def _encoder(checkpoint: str, model: str | None, settings: EvalConfig):
+    """The Encoder of any model `cyclip.models.load_model` reads, and the model's name."""
+    from cyclip.cli.model_arguments import load
+    from cyclip.evaluation.encoder import Encoder
+
+    loaded = load(checkpoint, model, settings.device)
+    encoder = Encoder(
+        loaded.model, loaded.preprocess, loaded.tokenizer, loaded.device, settings.batch_size, settings.workers
+    )
     return encoder, loaded.name
 
 
-def _spec(args: argparse.Namespace):
-    from cyclip.evaluation.tasks import TaskSpec
-
-    keys = (
-        "data",
-        "root",
-        "train_data",
-        "split",
-        "image_root",
-        "superclasses",
-        "embeddings",
-        "train_embeddings",
-        "mean_per_class",
-    )
-    values = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
-    return TaskSpec(task=args.task, seed=getattr(args, "seed", 0), **values)
+def _spec(args: argparse.Namespace) -> TaskSpec:
+    values = {key: getattr(args, key) for key in _SPEC_KEYS if getattr(args, key, None) is not None}
+    return TaskSpec(task=args.task, **values)
 
 
 def _run_task(args: argparse.Namespace) -> None:
     from cyclip.evaluation.report import flatten_metrics
     from cyclip.evaluation.tasks import run_task
+    from cyclip.files import write_text_atomically
 
     spec = _spec(args)
     if getattr(args, "format", "cyclip") == "clip_benchmark" and not args.output:
         raise ValueError("--format clip_benchmark: give --output FILE, the JSON file to write in that layout")
-    encoder, model_name = (
-        _encoder(args.checkpoint, args.model, args.device, args.batch_size, args.workers)
-        if args.checkpoint
-        else (None, None)
-    )
+    encoder, model_name = _encoder(args.checkpoint, args.model, _settings(args)) if args.checkpoint else (None, None)
     metrics = run_task(spec, encoder)
     print(f"{spec.label}:")
     for key, value in flatten_metrics(metrics).items():
@@ -159,16 +161,16 @@ def _run_task(args: argparse.Namespace) -> None:
 
             source = args.checkpoint or args.embeddings
             record = clip_benchmark_record(spec.task, metrics, spec.data or spec.embeddings, model_name or "", source)
-        Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
+        write_text_atomically(args.output, json.dumps(record, indent=2) + "\n")
 
 
 def _run_embed(args: argparse.Namespace) -> None:
     from cyclip.evaluation.embeddings_file import save_embeddings
-    from cyclip.evaluation.tasks import TaskSpec, embeddings_for
+    from cyclip.evaluation.tasks import embeddings_for
 
     if not args.data:
         raise ValueError("--data is required: the dataset to embed")
-    encoder, _ = _encoder(args.checkpoint, args.model, args.device, args.batch_size, args.workers)
+    encoder, _ = _encoder(args.checkpoint, args.model, _settings(args))
     task = "retrieval" if _is_retrieval_file(args.data) else "zeroshot"
     spec = TaskSpec(task=task, data=args.data, root=args.root, split=args.split, image_root=args.image_root)
     embeddings, _ = embeddings_for(spec, encoder)
@@ -177,39 +179,33 @@ def _run_embed(args: argparse.Namespace) -> None:
 
 
 def _run_suite(args: argparse.Namespace) -> None:
-    from cyclip.evaluation.report import markdown_table
-    from cyclip.evaluation.tasks import TaskSpec, run_suite
+    from cyclip.evaluation.report import markdown_table, write_results
+    from cyclip.evaluation.tasks import run_suite
 
     config = _read_suite_config(Path(args.config))
     checkpoint = args.checkpoint or config.get("checkpoint")
     if not checkpoint:
         raise ValueError(f"{args.config}: no checkpoint; add 'checkpoint: PATH' or pass --checkpoint")
     specs = [TaskSpec.from_dict(task, f"{args.config}: tasks[{i}]") for i, task in enumerate(config["tasks"])]
-    encoder, model_name = _encoder(
-        checkpoint,
-        config.get("model", args.model),
-        config.get("device", args.device),
-        config.get("batch_size", args.batch_size),
-        config.get("workers", args.workers),
-    )
-    results = {"checkpoint": str(checkpoint), "model": model_name, "tasks": run_suite(specs, encoder)}
-    output = Path(args.output) if args.output else Path(checkpoint).parent / "eval.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown_table(results)
-    output.with_suffix(".md").write_text(table + "\n")
-    print(table)
+    try:
+        settings = _settings(args, {name: config[name] for name in EVAL_FIELDS if name in config})
+    except ValueError as error:
+        raise ValueError(f"{args.config}: {error}") from None
+    encoder, model_name = _encoder(checkpoint, args.model or config.get("model"), settings)
+    results = run_suite(specs, encoder, checkpoint, model_name)
+    output, table = write_results(results, args.output or Path(checkpoint).parent / "eval.json")
+    print(markdown_table(results))
     if encoder.images_embedded:
         rate = encoder.images_embedded / max(encoder.seconds_embedding, 1e-9)
         print(f"\nembedded {encoder.images_embedded} images at {rate:.0f} images/s")
-    print(f"results: {output} and {output.with_suffix('.md')}")
+    print(f"results: {output} and {table}")
 
 
 def _read_suite_config(path: Path) -> dict[str, Any]:
-    from cyclip.config import read_yaml_mapping
+    from cyclip.files import read_yaml_mapping
 
     config = read_yaml_mapping(path, "suite config")
-    allowed = {"checkpoint", "model", "device", "batch_size", "workers", "tasks"}
+    allowed = {"checkpoint", "model", "tasks", *EVAL_FIELDS}
     if not isinstance(config.get("tasks"), list) or set(config) - allowed:
         raise ValueError(f"{path}: expected a mapping with a 'tasks' list (keys allowed: {', '.join(sorted(allowed))})")
     if not all(isinstance(task, dict) for task in config["tasks"]):

@@ -11,7 +11,6 @@ so a run and its resume see the same batches.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import random
@@ -28,8 +27,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from cyclip.config import BAD_SAMPLE_POLICIES
 from cyclip.data.batch import PairBatch
 from cyclip.data.captions import SKIP_HINT, caption_problem
-from cyclip.data.images import _DECODE_ERRORS, BadSampleError, DataError, to_rgb
+from cyclip.data.images import DECODE_ERRORS, to_rgb
 from cyclip.data.seeding import sample_seed, seeded_randomness
+from cyclip.errors import BadSampleError, BadSampleWarnings, DataError
+from cyclip.files import read_json
 
 log = logging.getLogger("cyclip.data")
 
@@ -38,7 +39,6 @@ CAPTION_EXTENSION = "txt"
 SHARD_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 SHUFFLE_BUFFER = 2000  # still-encoded samples per worker (OpenCLIP keeps 5000; ours stays under ~100 MB)
 SHUFFLE_INITIAL = 500
-MAX_WARNINGS = 5  # per data-loader worker
 TAR_END_BYTES = 1024  # a complete tar ends with two zero blocks
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # http:, s3:, pipe:, ... (one letter is a Windows drive)
 
@@ -277,7 +277,7 @@ class _Worker:
         self.pool = stream.shards if stream.resampled else stream.shards[worker::workers]
         self.quota = None if stream.quota is None else stream.quota // workers + (worker < stream.quota % workers)
         self.visits: Counter[str] = Counter()  # reads of each shard so far this epoch
-        self.warnings = 0
+        self.warnings = BadSampleWarnings(log)
 
     def batches(self) -> Iterator[PairBatch | int]:
         """Full batches up to the quota (training) or until the shards end (finite: then the short last
@@ -356,7 +356,7 @@ class _Worker:
             if last is not None:
                 yield last
             last = sample
-        problem = _describe(errors[0]) if errors else _truncation(url)
+        problem = _tar_read_problem(errors[0]) if errors else _truncation(url)
         if problem:
             # The last sample may be a fragment cut by the damage: it is then counted as a bad sample too.
             where = f"{url}: {problem}" + (f" near sample {last['__key__']}" if last is not None else "")
@@ -394,10 +394,7 @@ class _Worker:
         """The first few problems of this worker only: a broken shard must not flood the log."""
         if not first_read:
             return
-        self.warnings += 1
-        if self.warnings <= MAX_WARNINGS:
-            more = "; further bad samples are counted without a warning" if self.warnings == MAX_WARNINGS else ""
-            log.warning("%s (%s)%s", message, self.name, more)
+        self.warnings.warn(f"{message} ({self.name})")
 
 
 def _decode_sample(sample: dict) -> tuple[Image.Image, str]:
@@ -424,7 +421,7 @@ def _decode_sample(sample: dict) -> tuple[Image.Image, str]:
             return to_rgb(image), caption
     except UnidentifiedImageError:
         raise BadSampleError(f"the .{extension} file is not an image PIL can read") from None
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise BadSampleError(f"cannot decode the .{extension} image ({error})") from None
 
 
@@ -471,7 +468,7 @@ def _stats_successes(path: str) -> int | None:
     stats = f"{stem}_stats.json"
     if not os.path.isfile(stats):
         return None
-    content = _read_json(stats)
+    content = read_json(stats, fix="fix or delete the file")
     successes = content.get("successes") if isinstance(content, dict) else None
     if not isinstance(successes, int) or isinstance(successes, bool) or successes < 0:
         raise DataError(f"{stats}: no sample count in 'successes' (got {successes!r}); fix or delete the file")
@@ -481,18 +478,10 @@ def _stats_successes(path: str) -> int | None:
 def _read_sizes_json(path: str) -> dict | None:
     if not os.path.isfile(path):
         return None
-    sizes = _read_json(path)
+    sizes = read_json(path, fix="fix or delete the file")
     if not isinstance(sizes, dict):
         raise DataError(f'{path}: expected {{"00000.tar": count, ...}}, got a {type(sizes).__name__}; fix the file')
     return sizes
-
-
-def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error}); fix or delete the file") from None
 
 
 def _truncation(url: str) -> str | None:
@@ -516,7 +505,7 @@ def _truncation(url: str) -> str | None:
     return None
 
 
-def _describe(error: Exception) -> str:
+def _tar_read_problem(error: Exception) -> str:
     """'cannot read the tar (ReadError: unexpected end of data)': webdataset appends the stream to the message."""
     message = str(error.args[0]).split(" @ ")[0] if error.args else ""
     return f"cannot read the tar ({type(error).__name__}{': ' + message if message else ''})"

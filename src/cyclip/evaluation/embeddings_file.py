@@ -16,22 +16,23 @@ Arrays (N images, M texts, C classes, d dimensions); only `image_embeddings` is 
                                      ever compared with embeddings of the same model
 
 Strings are stored as fixed-width unicode arrays and the file is read with `allow_pickle=False`: writing
-never needs pickle, and loading never executes anything. Writes go to a temporary file in the target
-folder, then `os.replace`, so a reader never sees a half-written file.
+never needs pickle, and loading never executes anything. Writes are atomic (`cyclip.files.write_atomically`),
+so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from cyclip.data import DataError
+from cyclip.errors import DataError
+from cyclip.files import write_atomically
 
 FLOAT_ARRAYS = ("image_embeddings", "text_embeddings", "class_embeddings")
 INT_ARRAYS = ("labels", "image_of_text")
@@ -125,20 +126,13 @@ def _problems(arrays: dict[str, np.ndarray]) -> list[str]:
 def save_embeddings(path: str | os.PathLike, **arrays) -> Path:
     """Write the given arrays (tensors, numpy arrays, lists of str) to `path` atomically; returns the path."""
     path = Path(path)
-    values = {name: _as_numpy(name, value) for name, value in arrays.items() if value is not None}
+    # Any: numpy types savez's keywords as arrays *or* its allow_pickle flag.
+    values: dict[str, Any] = {name: _as_numpy(name, value) for name, value in arrays.items() if value is not None}
     problems = _problems(values)
     if problems:
         raise ValueError(f"{path}: {problems[0]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **values)  # every dtype was checked above: nothing here can need pickle
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    # Every dtype was checked above: nothing here can need pickle.
+    return write_atomically(path, lambda file: np.savez(file, **values))
 
 
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
@@ -171,7 +165,7 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
         return arrays[name].tolist() if name in arrays else None
 
     return Embeddings(
-        image_embeddings=tensor("image_embeddings"),
+        image_embeddings=torch.from_numpy(np.ascontiguousarray(arrays["image_embeddings"])),  # required: checked
         text_embeddings=tensor("text_embeddings"),
         labels=tensor("labels", torch.long),
         class_names=strings("class_names"),

@@ -42,10 +42,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 DEFAULT_C_GRID = tuple(10.0**e for e in range(-6, 7))
+FEW_SHOT_SEEDS = (0, 1, 2)  # one k-shot draw per seed; `cyclip eval few-shot --seed S` uses S, S + 1, S + 2
 _CHUNK_ELEMENTS = 1 << 24
 
 
@@ -63,7 +65,7 @@ class LogisticModel:
     def decision_function(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [N, K] (two classes: [N, 1], the log-odds of the second class)."""
         x = x.to(self.weight.device, self.weight.dtype)
-        if self.mean is not None:
+        if self.mean is not None and self.scale is not None:
             x = (x - self.mean) / self.scale
         return x @ self.weight.T + self.bias
 
@@ -211,7 +213,15 @@ def _top5_accuracy(model: LogisticModel, x: torch.Tensor, y: torch.Tensor) -> di
     return {"top5_accuracy": (top == y.to(top.device)[:, None]).any(dim=1).double().mean().item()}
 
 
-def _metric(mean_per_class: bool) -> str:
+def _fit_options(
+    standardize: bool, device: torch.device | str, dtype: torch.dtype, max_iter: int, tol: float
+) -> dict[str, Any]:
+    """The keyword arguments of `fit_logistic` that every fit of one probe shares."""
+    return {"standardize": standardize, "device": device, "dtype": dtype, "max_iter": max_iter, "tol": tol}
+
+
+def _score_name(mean_per_class: bool) -> str:
+    """The key of the probe's score: accuracy, or mean per-class accuracy for datasets reported that way."""
     return "mean_per_class_accuracy" if mean_per_class else "accuracy"
 
 
@@ -243,7 +253,7 @@ def _select_c(
     c_grid: Sequence[float] | None,
     refine_steps: int,
     metric: str,
-    fit_options: dict,
+    fit_options: dict[str, Any],
 ) -> tuple[float, list[dict[str, float]]]:
     """The C with the best validation score averaged over `folds` (pairs of fit rows, held-out rows).
 
@@ -258,9 +268,10 @@ def _select_c(
         if c not in tried:
             scores, losses = [], []
             for fold, (x, y, val_x, val_y) in enumerate(parts):
-                solutions[fold] = fit_logistic(x, y, c, init=solutions[fold], **fit_options)  # warm start
-                scores.append(_scores(solutions[fold].predict(val_x), val_y)[metric])
-                losses.append(_log_loss(solutions[fold], val_x, val_y))
+                solution = fit_logistic(x, y, c, init=solutions[fold], **fit_options)
+                solutions[fold] = solution  # the next C starts from here (warm start)
+                scores.append(_scores(solution.predict(val_x), val_y)[metric])
+                losses.append(_log_loss(solution, val_x, val_y))
             tried[c] = (sum(scores) / len(scores), sum(losses) / len(losses))
         score, loss = tried[c]
         return score, -loss, -c
@@ -316,12 +327,13 @@ def linear_probe(
     _check_features("test", test_x, test_y)
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"train_x has {train_x.shape[1]} features but test_x has {test_x.shape[1]}")
-    metric = _metric(mean_per_class)
-    options = {"standardize": standardize, "device": device, "dtype": dtype, "max_iter": max_iter, "tol": tol}
+    metric = _score_name(mean_per_class)
+    options = _fit_options(standardize, device, dtype, max_iter, tol)
     train_x, train_y = train_x.to(device, dtype), train_y.to(device)
     grid = None if c_grid is None else [float(c) for c in c_grid]
+    validation: list[dict[str, float]] = []
     if grid is not None and len(grid) == 1:
-        c, validation = grid[0], []
+        c = grid[0]
     else:
         fit_rows, val_rows = stratified_split(train_y, val_fraction, seed)
         if len(val_rows) == 0:
@@ -375,7 +387,7 @@ def few_shot_probe(
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     shots: Sequence[int] = (1, 2, 4, 8, 16),
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = FEW_SHOT_SEEDS,
     *,
     mean_per_class: bool = False,
     c_grid: Sequence[float] | None = None,
@@ -396,8 +408,8 @@ def few_shot_probe(
     _check_features("test", test_x, test_y)
     if cv_folds < 2:
         raise ValueError(f"cv_folds must be >= 2, got {cv_folds}")
-    metric = _metric(mean_per_class)
-    options = {"standardize": standardize, "device": device, "dtype": dtype, "max_iter": max_iter, "tol": tol}
+    metric = _score_name(mean_per_class)
+    options = _fit_options(standardize, device, dtype, max_iter, tol)
     grid = [float(c) for c in (DEFAULT_C_GRID if c_grid is None else c_grid)]
     train_x, train_y = train_x.to(device, dtype), train_y.to(device)
     results = {}

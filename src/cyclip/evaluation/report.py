@@ -1,8 +1,9 @@
 """Reports of evaluation results: one checkpoint's Markdown table, several side by side, and the paper-style figures.
 
-Results are the dict `cyclip eval suite` writes: {"checkpoint", "model", "tasks": {label: {"task", "data",
-"metrics" | "error"}}}. Metrics are fractions (shown as percentages) or raw values (gaps, regularizers,
-alignment, uniformity, C), possibly nested one level (few-shot: {k: {"mean", "std"}}).
+Results are the dict `cyclip.evaluation.tasks.run_suite` returns and `write_results` writes as eval.json:
+{"checkpoint", "model", "tasks": {label: {"task", "data", "metrics" | "error"}}}. Metrics are fractions
+(shown as percentages) or raw values (gaps, regularizers, alignment, uniformity, C), possibly nested one
+level (few-shot: {k: {"mean", "std"}}).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from cyclip.files import read_json, write_text_atomically  # noqa: E402
+
 RAW_METRICS = ("gap", "regularizer", "alignment", "uniformity", "C", "num_")
 CONSISTENCY_K = (1, 3, 5, 10)
 NEIGHBOUR_K = (1, 5, 10)
@@ -30,16 +33,25 @@ def read_results(path: str | Path) -> dict[str, Any]:
         path = path / "eval.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: results file not found; write it with `cyclip eval suite`")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON results file ({error})") from None
+    results = read_json(path, "results file")
     if not isinstance(results, dict) or not isinstance(results.get("tasks"), dict):
         raise ValueError(f"{path}: expected an object with a 'tasks' mapping, as `cyclip eval suite` writes")
     for label, entry in results["tasks"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("metrics", entry.get("error")), dict | str):
             raise ValueError(f"{path}: task {label!r} has neither 'metrics' nor 'error'")
     return results
+
+
+def write_results(results: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
+    """Write a suite's results as JSON to `path` and as the Markdown table beside it (.md); both atomically.
+
+    The one writer of eval.json / eval.md, for `cyclip eval suite` and the demo alike.
+    """
+    path = Path(path)
+    table = path.with_suffix(".md")
+    write_text_atomically(path, json.dumps(results, indent=2) + "\n")
+    write_text_atomically(table, markdown_table(results) + "\n")
+    return path, table
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[tuple[str, str], float]:
@@ -120,13 +132,13 @@ def accuracy_bars_figure(runs: dict[str, dict[str, Any]]) -> Figure | None:
     for axis, (task, metric, title) in zip(axes[0], panels, strict=True):
         labels = _labels_of(runs, task)
         for index, name in enumerate(names):
-            values = [100 * _metric(runs[name], label, metric) for label in labels]
+            values = [100 * _metric_value(runs[name], label, metric) for label in labels]
             positions = [x + (index - (len(names) - 1) / 2) * width for x in range(len(labels))]
             bars = axis.bar(positions, values, width, label=name)
             axis.bar_label(bars, fmt="%.1f", fontsize=8)
         if len(names) == 2:
             for x, label in enumerate(labels):
-                a, b = (100 * _metric(runs[name], label, metric) for name in names)
+                a, b = (100 * _metric_value(runs[name], label, metric) for name in names)
                 if not math.isnan(b - a):
                     axis.annotate(
                         f"{b - a:+.1f}",
@@ -161,7 +173,7 @@ def consistency_figure(runs: dict[str, dict[str, Any]]) -> Figure | None:
     ):
         for name, results in runs.items():
             for label in labels:
-                values = [100 * _metric(results, label, f"{prefix}@{k}") for k in ks]
+                values = [100 * _metric_value(results, label, f"{prefix}@{k}") for k in ks]
                 axis.plot(ks, values, "o-", label=name if len(labels) == 1 else f"{name} {label}")
         axis.set(title=f"{title} (%)", xlabel="k", xticks=list(ks))
         axis.legend()
@@ -244,7 +256,8 @@ def _labels_of(runs: dict[str, dict[str, Any]], task: str) -> list[str]:
     return list(dict.fromkeys(labels))
 
 
-def _metric(results: dict[str, Any], label: str, metric: str) -> float:
+def _metric_value(results: dict[str, Any], label: str, metric: str) -> float:
+    """One metric of one task as a float; NaN where the run lacks it (a failed or missing task)."""
     value = results["tasks"].get(label, {}).get("metrics", {}).get(metric)
     return float(value) if isinstance(value, int | float) else math.nan
 

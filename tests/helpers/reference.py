@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 
 def direct_objective(images: torch.Tensor, texts: torch.Tensor, logit_scale: torch.Tensor | float):
-    """(contrastive, inmodal, crossmodal) exactly as DESIGN §1 writes them, in float64."""
+    """(contrastive, inmodal, crossmodal) exactly as docs/objective.md writes them, in float64."""
     images, texts = images.double(), texts.double()
     logit_scale = torch.as_tensor(logit_scale, dtype=torch.float64)
     batch = images.shape[0]
