@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.test_inference import _reference_probabilities
 
 from cyclip.checkpoints import save_checkpoint
 from cyclip.cli import main
 from cyclip.models import create_model
+from tests.test_inference import _reference_probabilities
 
 CLASSES = ["cat", "dog", "red car", "tree"]
 

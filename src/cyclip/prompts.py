@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from cyclip.errors import DataError
 from cyclip.evaluation.datasets.labelled import DEFAULT_TEMPLATES
 from cyclip.files import read_json
-from cyclip.errors import DataError
 
 __all__ = ["DEFAULT_TEMPLATES", "check_labels", "normalise_template", "parse_labels", "read_classes", "read_templates"]
 
