@@ -170,11 +170,11 @@ class CheckedConfig:
     Option when the config is created."""
 
     def __post_init__(self) -> None:
-        for described in option_fields(type(self)):
+        for described in option_fields(type(self)):  # type: ignore[arg-type]  # a class is hashable
             setattr(self, described.name, described.check(getattr(self, described.name)))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
 
 
 @dataclass

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -48,6 +49,7 @@ BATCH_SIZE = 256
 SKIPPED_SHOWN = 10  # unreadable files listed one a line; the rest are counted
 
 ImageInput = Image.Image | str | os.PathLike | torch.Tensor
+ClipModel = Any  # an open_clip model (CLIP, CustomTextCLIP): it has encode_image, encode_text and logit_scale
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
@@ -72,7 +74,7 @@ def _stack(items: Sequence[ImageInput], preprocess: Callable) -> torch.Tensor:
 
 @torch.no_grad()
 def embed_images(
-    model: torch.nn.Module,
+    model: ClipModel,
     images: ImageInput | Sequence[ImageInput],
     preprocess: Callable | None = None,
     batch_size: int = BATCH_SIZE,
@@ -94,7 +96,7 @@ def embed_images(
 
 
 def embed_texts(
-    model: torch.nn.Module, tokenizer: Callable, texts: str | Sequence[str], batch_size: int = BATCH_SIZE
+    model: ClipModel, tokenizer: Callable, texts: str | Sequence[str], batch_size: int = BATCH_SIZE
 ) -> torch.Tensor:
     """L2-normalised text embeddings [M, d] (float32, on the CPU) of a caption or a list of captions."""
     texts = [texts] if isinstance(texts, str) else list(texts)
@@ -113,7 +115,7 @@ class ZeroShotClassifier:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: ClipModel,
         tokenizer: Callable,
         classnames: Sequence[str],
         templates: Sequence[str] | None = None,
@@ -197,7 +199,7 @@ def _collate_readable(
 ) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
     """(indices of the decoded images, their stacked tensors or None, (index, reason) of the others)."""
     readable = [(index, tensor) for index, tensor, _ in items if tensor is not None]
-    failed = [(index, reason) for index, tensor, reason in items if tensor is None]
+    failed = [(index, reason or "unreadable") for index, tensor, reason in items if tensor is None]
     stacked = torch.stack([tensor for _, tensor in readable]) if readable else None
     return [index for index, _ in readable], stacked, failed
 
@@ -211,7 +213,7 @@ class ImageFileEmbeddings:
 
 @torch.no_grad()
 def embed_image_files(
-    model: torch.nn.Module,
+    model: ClipModel,
     preprocess: Callable,
     paths: Sequence[Path],
     batch_size: int = BATCH_SIZE,

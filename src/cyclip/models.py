@@ -239,7 +239,7 @@ def _architecture_of_file(path: Path, model_name: str | None, trained_as: str | 
     if model_name is not None and trained_as is not None:
         if _check_model_name(model_name) != _check_model_name(trained_as):
             raise ValueError(f"{path}: holds a {trained_as!r} model, not {model_name!r}; drop --model")
-    return _check_model_name(model_name or trained_as)
+    return _check_model_name(model_name or trained_as or "")
 
 
 def _local_dir(name: str) -> Path:

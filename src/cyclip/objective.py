@@ -64,7 +64,7 @@ class PairFeatures:
         """The rows of `parts` in order, as the features of one batch (gradient accumulation joins micro-batches)."""
         views = [[part.images for part in parts], [part.texts for part in parts]]
         if parts[0].augmented_images is not None:
-            views += [[part.augmented_images for part in parts], [part.augmented_texts for part in parts]]
+            views += [[part.augmented_images for part in parts], [part.augmented_texts for part in parts]]  # type: ignore[misc]
         return PairFeatures(*(torch.cat(view) for view in views))
 
 
@@ -97,7 +97,8 @@ class CyclipObjective:
             image_features, text_features, _ = model(batch.images, batch.texts)
             return PairFeatures(image_features, text_features)
         image_features, text_features, _ = model(
-            torch.cat([batch.images, batch.augmented_images]), torch.cat([batch.texts, batch.augmented_texts])
+            torch.cat([batch.images, batch.augmented_images]),  # type: ignore[list-item]  # has_augmented_views
+            torch.cat([batch.texts, batch.augmented_texts]),  # type: ignore[list-item]
         )
         rows = len(batch)
         return PairFeatures(image_features[:rows], text_features[:rows], image_features[rows:], text_features[rows:])
@@ -117,7 +118,9 @@ class CyclipObjective:
         return LossTerms(output.total, output.contrastive, output.inmodal_cyclic, output.crossmodal_cyclic)
 
     def __call__(self, model: torch.nn.Module, batch: PairBatch) -> LossTerms[torch.Tensor]:
-        return self.loss(self.features(model, batch), distributed.unwrap(model).logit_scale)
+        logit_scale = distributed.unwrap(model).logit_scale
+        assert isinstance(logit_scale, torch.Tensor)
+        return self.loss(self.features(model, batch), logit_scale)
 
 
 def build_objective(config: TrainConfig) -> Objective:

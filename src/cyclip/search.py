@@ -66,6 +66,8 @@ def load_index(path: str | os.PathLike) -> ImageIndex:
             f"{path}: not a search index (no {', '.join(missing)}); "
             f"build one with `cyclip index FOLDER --output {path}`"
         )
+    assert embeddings.image_paths is not None and embeddings.model_name is not None  # checked above
+    assert embeddings.model_source is not None and embeddings.model_fingerprint is not None
     return ImageIndex(
         embeddings.image_embeddings.float(),
         embeddings.image_paths,

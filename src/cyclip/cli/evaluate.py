@@ -160,7 +160,8 @@ def _run_task(args: argparse.Namespace) -> None:
             from cyclip.evaluation.clip_benchmark_format import clip_benchmark_record
 
             source = args.checkpoint or args.embeddings
-            record = clip_benchmark_record(spec.task, metrics, spec.data or spec.embeddings, model_name or "", source)
+            dataset = spec.data or spec.embeddings or ""
+            record = clip_benchmark_record(spec.task, metrics, dataset, model_name or "", source)
         write_text_atomically(args.output, json.dumps(record, indent=2) + "\n")
 
 
