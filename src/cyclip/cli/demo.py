@@ -21,10 +21,29 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default: 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed shared by both runs (default: 0)")
+    parser.add_argument(
+        "--shift",
+        action="store_true",
+        help="robustness demo: train on handwritten digits with seeds SEED, SEED+1, SEED+2, test zero-shot on "
+        "held-out handwritten and on typeset digits, report mean ± std",
+    )
     parser.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> None:
+    if args.shift:
+        from cyclip.demo_shift import SEEDS, run_shift_demo
+
+        seeds = [args.seed + offset for offset in range(len(SEEDS))]
+        run_shift_demo(
+            Path(args.output),
+            model=args.model,
+            epochs=args.epochs,
+            device=args.device,
+            workers=args.workers,
+            seeds=seeds,
+        )
+        return
     from cyclip.demo import run_demo
 
     run_demo(
