@@ -11,7 +11,7 @@ from cyclip.cli import main
 from cyclip.demo import DEMO_MARKER
 from cyclip.demo_shift import METRICS, TEST_SETS, format_table, run_shift_demo, summarize
 
-KEYS = {f"{key}/{test_set}" for key, *_ in METRICS for test_set in TEST_SETS}
+KEYS = {f"{metric.key}/{test_set}" for metric in METRICS for test_set in TEST_SETS}
 
 
 def test_summary_is_numpy_mean_and_sample_std_over_seeds():

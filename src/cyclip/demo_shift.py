@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -36,14 +36,24 @@ log = logging.getLogger("cyclip.demo")
 
 SEEDS = (0, 1, 2)
 # One caption per training scan (the plain demo writes two): half the steps per epoch, so that two
-# models x three seeds train in about 10 minutes on 2 CPU cores.
+# models x three seeds fit in 10 minutes on 2 CPU cores (about 7 measured).
 CAPTIONS_PER_IMAGE = 1
-TEST_SETS = {"handwritten": "held-out handwritten scans (in style)", "typeset": "typeset digits (shifted style)"}
-# (key, row label, task, metric in the task's results, factor for display, axis label)
+TEST_SETS = {"handwritten": "held-out scans, in style", "typeset": "typeset digits, shifted style"}
+
+
+class Metric(NamedTuple):
+    key: str  # in the JSON: "<key>/<test set>"
+    label: str  # table row
+    task: str  # the evaluation task that measures it
+    name: str  # its name in that task's metrics
+    factor: float  # display scale: 100 for fractions shown in percent
+    axis_label: str  # figure axis, with the unit
+
+
 METRICS = (
-    ("zeroshot_top1", "zero-shot top-1 (%)", "zeroshot", "top1", 100.0, "zero-shot top-1 accuracy (%)"),
-    ("inmodal_gap", "in-modal gap", "consistency", "inmodal_gap", 1.0, "in-modal gap (|Δ cosine similarity|)"),
-    (
+    Metric("zeroshot_top1", "zero-shot top-1 (%)", "zeroshot", "top1", 100.0, "zero-shot top-1 accuracy (%)"),
+    Metric("inmodal_gap", "in-modal gap", "consistency", "inmodal_gap", 1.0, "in-modal gap (|Δ cosine similarity|)"),
+    Metric(
         "crossmodal_gap",
         "cross-modal gap",
         "consistency",
@@ -51,9 +61,9 @@ METRICS = (
         1.0,
         "cross-modal gap (|Δ cosine similarity|)",
     ),
-    ("consistency@1", "consistency@1 (%)", "consistency", "consistency@1", 100.0, "consistency@1 (%)"),
+    Metric("consistency@1", "consistency@1 (%)", "consistency", "consistency@1", 100.0, "consistency@1 (%)"),
 )
-TASK_KINDS = tuple(dict.fromkeys(task for _, _, task, _, _, _ in METRICS))
+TASK_KINDS = tuple(dict.fromkeys(metric.task for metric in METRICS))
 MODEL_COLOURS = {"CLIP": "tab:blue", "CyCLIP": "tab:orange"}
 DATASET = "scikit-learn handwritten digits → typeset digits"
 
@@ -99,13 +109,13 @@ def run_shift_demo(
         "summary": {name: summarize(per_seed) for name, per_seed in runs.items()},
     }
     table = format_table(summary)
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    (output / "shift_results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (output / "shift_results.md").write_text(table + "\n")
     figures = {"shift_comparison.png": comparison_figure(summary), "shift_examples.png": examples_figure(data, typeset)}
     for filename, figure in figures.items():
         figure.savefig(output / filename, dpi=150)
         plt.close(figure)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (output / "shift_results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table)
     print(f"\nresults: {output / 'shift_results.json'}, {output / 'shift_results.md'}")
     print(f"plots:   {', '.join(str(output / filename) for filename in figures)}")
@@ -123,12 +133,12 @@ def run_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
     """{"zeroshot_top1/typeset": value, ...} from one checkpoint's suite results (fractions stay fractions)."""
     tasks = evaluation["tasks"]
     metrics = {}
-    for key, _, task, metric, _, _ in METRICS:
+    for metric in METRICS:
         for test_set in TEST_SETS:
-            entry = tasks[f"{task}/{test_set}"]
+            entry = tasks[f"{metric.task}/{test_set}"]
             if "error" in entry:
-                raise RuntimeError(f"{task} on the {test_set} digits failed: {entry['error']}")
-            metrics[f"{key}/{test_set}"] = float(entry["metrics"][metric])
+                raise RuntimeError(f"{metric.task} on the {test_set} digits failed: {entry['error']}")
+            metrics[f"{metric.key}/{test_set}"] = float(entry["metrics"][metric.name])
     return metrics
 
 
@@ -153,17 +163,17 @@ def format_table(summary: dict[str, Any]) -> str:
         f"| metric | test set | {' | '.join(names)} |",
         "|---|---|" + "---:|" * len(names),
     ]
-    for key, label, _, _, factor, _ in METRICS:
-        decimals = 1 if factor == 100 else 4
+    for metric in METRICS:
+        decimals = 1 if metric.factor == 100 else 4
         for test_set in TEST_SETS:
             cells = []
             for name in names:
-                stats = summary["summary"][name][f"{key}/{test_set}"]
-                cell = f"{factor * stats['mean']:.{decimals}f}"
+                stats = summary["summary"][name][f"{metric.key}/{test_set}"]
+                cell = f"{metric.factor * stats['mean']:.{decimals}f}"
                 if stats["std"] is not None:
-                    cell += f" ± {factor * stats['std']:.{decimals}f}"
+                    cell += f" ± {metric.factor * stats['std']:.{decimals}f}"
                 cells.append(cell)
-            lines.append(f"| {label} | {test_set} | {' | '.join(cells)} |")
+            lines.append(f"| {metric.label} | {test_set} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -173,9 +183,10 @@ def comparison_figure(summary: dict[str, Any]) -> Figure:
     figure, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 4.2))
     width = 0.8 / len(names)
     positions = np.arange(len(TEST_SETS))
-    for axis, (key, _, _, _, factor, axis_label) in zip(axes, METRICS, strict=True):
+    for axis, metric in zip(axes, METRICS, strict=True):
+        factor = metric.factor
         for index, name in enumerate(names):
-            stats = [summary["summary"][name][f"{key}/{test_set}"] for test_set in TEST_SETS]
+            stats = [summary["summary"][name][f"{metric.key}/{test_set}"] for test_set in TEST_SETS]
             x = positions + (index - (len(names) - 1) / 2) * width
             colour = MODEL_COLOURS.get(name, f"C{index}")
             bars = axis.bar(
@@ -193,10 +204,8 @@ def comparison_figure(summary: dict[str, Any]) -> Figure:
             axis.bar_label(bars, means, label_type="center", color="white", fontsize=8)
             for position, s in zip(x, stats, strict=True):
                 axis.plot([position] * len(s["values"]), [factor * v for v in s["values"]], "k.", markersize=4)
-        axis.set_xticks(
-            positions, [f"{test_set}\n({'in style' if i == 0 else 'shifted'})" for i, test_set in enumerate(TEST_SETS)]
-        )
-        axis.set(xlabel="test set", ylabel=axis_label)
+        axis.set_xticks(positions, [f"{name}\n({about.split(', ')[-1]})" for name, about in TEST_SETS.items()])
+        axis.set(xlabel="test set", ylabel=metric.axis_label)
         axis.grid(axis="y", alpha=0.3)
     axes[0].legend()
     seeds = len(summary["seeds"])
