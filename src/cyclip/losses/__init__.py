@@ -1,0 +1,23 @@
+"""The CLIP, CyCLIP and SigLIP objectives as pure functions of tensors (no model, no I/O).
+
+Functional API, `logit_scale` = the LOG of the inverse temperature (the model's parameter):
+    clip_loss, cyclip_loss, siglip_loss, cyclip_sigmoid_loss, cyclic_regularizers
+`chunk_size` (all losses): None or 0 dense, an int for tiles of that edge, "auto" (see `chunking`).
+"""
+
+from cyclip.losses.chunking import AUTO_CHUNK_SIZE, CROSSOVER_BATCH, ChunkSize, auto_chunk_size
+from cyclip.losses.cyclic import cyclic_regularizers
+from cyclip.losses.objectives import CyclipLossOutput, clip_loss, cyclip_loss, cyclip_sigmoid_loss, siglip_loss
+
+__all__ = [
+    "AUTO_CHUNK_SIZE",
+    "CROSSOVER_BATCH",
+    "ChunkSize",
+    "CyclipLossOutput",
+    "auto_chunk_size",
+    "clip_loss",
+    "cyclic_regularizers",
+    "cyclip_loss",
+    "cyclip_sigmoid_loss",
+    "siglip_loss",
+]
