@@ -5,7 +5,7 @@ import torch
 from loss_checks import LargestTensor, relative_error, value_and_grads
 from reference import direct_inmodal_contrastive, direct_objective, random_features
 
-from cyclip.losses import AUTO_CHUNK_SIZE, CROSSOVER_BATCH, auto_chunk_size, clip_loss, cyclip_loss
+from cyclip.losses import CROSSOVER_BATCH, auto_chunk_size, clip_loss, cyclip_loss
 
 # 37 is prime: only 1 and 37 divide it, so every other tile size leaves a ragged last tile.
 BATCH, DIM = 37, 8
@@ -108,10 +108,16 @@ def test_the_tiled_objective_never_builds_more_than_a_tile_of_logits(augmented):
     assert mode.largest <= max(tile * tile, batch * dim) < batch * batch
 
 
-def test_auto_is_dense_below_the_crossover_and_tiled_from_it():
-    assert auto_chunk_size(CROSSOVER_BATCH - 1) == 0
-    assert auto_chunk_size(CROSSOVER_BATCH) == AUTO_CHUNK_SIZE > 0
-    images, texts = random_features(64, 16, seed=9)
+@pytest.mark.parametrize("loss", ["softmax", "sigmoid"])
+def test_auto_is_dense_below_the_crossover_and_tiled_from_it(loss):
+    crossover = CROSSOVER_BATCH[loss]
+    assert auto_chunk_size(crossover - 1, loss, "cpu") == 0
+    assert auto_chunk_size(crossover, loss, "cpu") > 0
+    assert auto_chunk_size(crossover, loss, "cuda") >= auto_chunk_size(crossover, loss, "cpu")
+
+
+def test_auto_below_the_crossover_is_the_dense_loss():
+    images, texts = random_features(CROSSOVER_BATCH["softmax"] - 1, 16, seed=9)
     scale = torch.tensor(2.0)
     assert torch.equal(clip_loss(images, texts, scale, chunk_size="auto"), clip_loss(images, texts, scale, None))
     assert torch.equal(clip_loss(images, texts, scale, chunk_size=0), clip_loss(images, texts, scale, None))

@@ -7,13 +7,12 @@ Modules for open_clip users, `logit_scale` = EXPONENTIATED (what an open_clip mo
 `chunk_size` (all losses): None or 0 dense, an int for tiles of that edge, "auto" (see `chunking`).
 """
 
-from cyclip.losses.chunking import AUTO_CHUNK_SIZE, CROSSOVER_BATCH, ChunkSize, auto_chunk_size
+from cyclip.losses.chunking import CROSSOVER_BATCH, ChunkSize, auto_chunk_size
 from cyclip.losses.cyclic import cyclic_regularizers
 from cyclip.losses.modules import CyclipLoss, CyclipSigLipLoss
 from cyclip.losses.objectives import CyclipLossOutput, clip_loss, cyclip_loss, cyclip_sigmoid_loss, siglip_loss
 
 __all__ = [
-    "AUTO_CHUNK_SIZE",
     "CROSSOVER_BATCH",
     "ChunkSize",
     "CyclipLoss",

@@ -20,7 +20,7 @@ from cyclip.losses.objectives import CyclipLossOutput, sigmoid_objective, softma
 class _CyclicLossModule(nn.Module):
     def __init__(self, lambda_inmodal: float, lambda_crossmodal: float, chunk_size: ChunkSize) -> None:
         super().__init__()
-        resolve_chunk_size(chunk_size, 1)  # refuse a bad value at construction, not at the first step
+        resolve_chunk_size(chunk_size, 1, "softmax", "cpu")  # refuse a bad value when built, not at the first step
         self.lambda_inmodal, self.lambda_crossmodal, self.chunk_size = lambda_inmodal, lambda_crossmodal, chunk_size
 
     def _result(self, output: CyclipLossOutput, output_dict: bool) -> torch.Tensor | dict[str, torch.Tensor]:

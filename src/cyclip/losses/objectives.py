@@ -20,7 +20,7 @@ import torch
 
 from cyclip import distributed
 from cyclip.losses import sigmoid, softmax
-from cyclip.losses.chunking import ChunkSize, resolve_chunk_size
+from cyclip.losses.chunking import ChunkSize, LossKind, resolve_chunk_size
 from cyclip.losses.cyclic import cyclic_regularizers
 from cyclip.losses.inputs import check_features, checked_bias, scale_from_log
 
@@ -34,8 +34,8 @@ class CyclipLossOutput(NamedTuple):
     crossmodal_cyclic: torch.Tensor
 
 
-def _chunk_size(chunk_size: ChunkSize, features: torch.Tensor) -> int:
-    return resolve_chunk_size(chunk_size, features.shape[0] * distributed.world_size())
+def _chunk_size(chunk_size: ChunkSize, features: torch.Tensor, loss: LossKind) -> int:
+    return resolve_chunk_size(chunk_size, features.shape[0] * distributed.world_size(), loss, features.device.type)
 
 
 def clip_loss(
@@ -51,7 +51,7 @@ def clip_loss(
     """
     check_features(image_features, text_features)
     scale = scale_from_log(logit_scale, image_features.device)
-    chunk = _chunk_size(chunk_size, image_features)
+    chunk = _chunk_size(chunk_size, image_features, "softmax")
     return distributed.global_mean(softmax.symmetric_cross_entropy(image_features, text_features, scale, chunk))
 
 
@@ -69,7 +69,7 @@ def siglip_loss(
     check_features(image_features, text_features)
     scale = scale_from_log(logit_scale, image_features.device)
     bias = checked_bias(logit_bias, image_features.device)
-    chunk = _chunk_size(chunk_size, image_features)
+    chunk = _chunk_size(chunk_size, image_features, "sigmoid")
     return distributed.global_mean(sigmoid.sigmoid_loss(image_features, text_features, scale, bias, chunk))
 
 
@@ -100,7 +100,7 @@ def softmax_objective(
     """`cyclip_loss` with `scale` ALREADY EXPONENTIATED (a 0-dim tensor); features already checked."""
     if (augmented_image_features is None) != (augmented_text_features is None):
         raise ValueError("give both augmented_image_features and augmented_text_features, or neither")
-    chunk = _chunk_size(chunk_size, image_features)
+    chunk = _chunk_size(chunk_size, image_features, "softmax")
     local_contrastive = softmax.symmetric_cross_entropy(image_features, text_features, scale, chunk)
     if augmented_image_features is not None:
         check_features(augmented_image_features, augmented_text_features)
@@ -161,7 +161,7 @@ def sigmoid_objective(
     chunk_size: ChunkSize,
 ) -> CyclipLossOutput:
     """`cyclip_sigmoid_loss` with `scale` ALREADY EXPONENTIATED (a 0-dim tensor); features already checked."""
-    chunk = _chunk_size(chunk_size, image_features)
+    chunk = _chunk_size(chunk_size, image_features, "sigmoid")
     contrastive = distributed.global_mean(sigmoid.sigmoid_loss(image_features, text_features, scale, bias, chunk))
     return _with_regularizers(contrastive, image_features, text_features, lambda_inmodal, lambda_crossmodal)
 
