@@ -1,4 +1,5 @@
 import open_clip.loss
+import open_clip_train.main
 import pytest
 import torch
 from loss_checks import LargestTensor, relative_error
@@ -252,3 +253,9 @@ def test_cyclip_loss_module_refuses_a_siglip_model_output():
 def test_modules_refuse_a_bad_chunk_size_when_built():
     with pytest.raises(ValueError, match="chunk_size must be"):
         CyclipLoss(chunk_size=-3)
+
+
+def test_open_clip_train_looks_its_loss_up_where_the_readme_launcher_replaces_it():
+    """The README's launcher sets open_clip_train.main.create_loss; main() must read that global at run time."""
+    assert callable(open_clip_train.main.create_loss)
+    assert "create_loss" in open_clip_train.main.main.__code__.co_names
