@@ -21,6 +21,7 @@ import yaml
 
 from cyclip.files import read_yaml_mapping
 
+LOSSES = ("clip", "siglip")
 PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
@@ -240,6 +241,19 @@ class TrainConfig(CheckedConfig):
         minimum=0,
         aliases=("--cylambda2",),
     )
+    loss: str = option(
+        "clip",
+        "the contrastive term: clip (softmax cross-entropy over the global batch, as CLIP and CyCLIP) or siglip "
+        "(SigLIP's sigmoid loss, with a learnable bias); the cyclic regularizers add to either",
+        choices=LOSSES,
+    )
+    loss_chunk_size: int | None = option(
+        None,
+        "tile edge of the contrastive loss: N computes it in N x N tiles of logits (memory O(batch x dim) instead "
+        "of O(batch^2), exact); 0 always uses the dense N x N matrix",
+        minimum=0,
+        default_help="auto: dense below the batch size where tiling was measured to be as fast, tiled above",
+    )
     epochs: int = option(10, "number of passes over the training data", minimum=1)
     batch_size: int = option(
         64,
@@ -267,6 +281,15 @@ class TrainConfig(CheckedConfig):
     output: str = option("runs/cyclip", "folder for checkpoints, metrics.jsonl, TensorBoard and config.yaml")
     resume: str | None = option(None, "'latest' (OUTPUT/latest.pt) or a checkpoint path to continue from exactly")
     log_every: int = option(10, "steps between metric logs", minimum=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss == "siglip" and self.inmodal:
+            raise ConfigError(
+                "inmodal",
+                "the in-modal mode's terms are softmax cross-entropies against each sample's augmented view; "
+                "it is not defined for --loss siglip (use --loss clip, or drop --inmodal)",
+            )
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
