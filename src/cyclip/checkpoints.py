@@ -17,12 +17,18 @@ from typing import Any
 import torch
 
 from cyclip.files import write_atomically
+from cyclip.provenance import provenance
 
 __all__ = ["read_checkpoint", "replace_with_link", "save_checkpoint"]
 
 
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> None:
-    """Write `payload` with `torch.save` so that `path` holds either the old file or the complete new one."""
+    """Write `payload` with `torch.save` so that `path` holds either the old file or the complete new one.
+
+    A `provenance` entry (versions, git commit, command line: strings, readable weights-only) is added unless
+    the payload has one.
+    """
+    payload = {**payload, "provenance": payload.get("provenance") or provenance()}
     write_atomically(path, lambda file: torch.save(payload, file))
 
 

@@ -19,12 +19,14 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from cyclip.files import read_yaml_mapping
+from cyclip.files import read_yaml_mapping, write_text_atomically
+from cyclip.provenance import provenance
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
 IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment", "none")
+PROVENANCE_KEY = "provenance"  # in a run's config.yaml: where the run came from, not an option
 
 
 class ConfigError(ValueError):
@@ -269,7 +271,9 @@ class TrainConfig(CheckedConfig):
     log_every: int = option(10, "steps between metric logs", minimum=1)
 
     def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """The options, then under `provenance:` the versions and command that made the run (`--config` skips it)."""
+        values = {**self.to_dict(), PROVENANCE_KEY: provenance()}
+        write_text_atomically(path, yaml.safe_dump(values, sort_keys=False))
 
 
 def _train_option(name: str) -> Any:
@@ -291,8 +295,10 @@ class DemoConfig(CheckedConfig):
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config into a dict of known TrainConfig fields; unknown keys are an error."""
+    """Read a YAML config into a dict of known TrainConfig fields; unknown keys are an error. The `provenance:`
+    record of a run's config.yaml is not an option and is left out, so a run's config starts another."""
     values = read_yaml_mapping(path, "config file")
+    values.pop(PROVENANCE_KEY, None)
     known = {item.name for item in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -145,6 +145,7 @@ def _run_task(args: argparse.Namespace) -> None:
     from cyclip.evaluation.report import flatten_metrics
     from cyclip.evaluation.tasks import run_task
     from cyclip.files import write_text_atomically
+    from cyclip.provenance import provenance
 
     spec = _spec(args)
     if getattr(args, "format", "cyclip") == "clip_benchmark" and not args.output:
@@ -155,7 +156,12 @@ def _run_task(args: argparse.Namespace) -> None:
     for key, value in flatten_metrics(metrics).items():
         print(f"  {key:>28}: {value:.6g}")
     if args.output:
-        record = {"task": spec.task, "data": spec.data or spec.embeddings, "metrics": metrics}
+        record = {
+            "task": spec.task,
+            "data": spec.data or spec.embeddings,
+            "metrics": metrics,
+            "provenance": provenance(),
+        }
         if getattr(args, "format", "cyclip") == "clip_benchmark":
             from cyclip.evaluation.clip_benchmark_format import clip_benchmark_record
 

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from cyclip.files import read_json, write_text_atomically  # noqa: E402
+from cyclip.provenance import provenance  # noqa: E402
 
 RAW_METRICS = ("gap", "regularizer", "alignment", "uniformity", "C", "num_")
 CONSISTENCY_K = (1, 3, 5, 10)
@@ -45,10 +46,12 @@ def read_results(path: str | Path) -> dict[str, Any]:
 def write_results(results: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
     """Write a suite's results as JSON to `path` and as the Markdown table beside it (.md); both atomically.
 
-    The one writer of eval.json / eval.md, for `cyclip eval suite` and the demo alike.
+    The one writer of eval.json / eval.md, for `cyclip eval suite` and the demo alike; both record the
+    provenance (versions, git commit, command line).
     """
     path = Path(path)
     table = path.with_suffix(".md")
+    results = {**results, "provenance": results.get("provenance") or provenance()}
     write_text_atomically(path, json.dumps(results, indent=2) + "\n")
     write_text_atomically(table, markdown_table(results) + "\n")
     return path, table
@@ -75,6 +78,8 @@ def format_value(metric: str, value: float) -> str:
 def markdown_table(results: dict[str, Any]) -> str:
     """One checkpoint's metrics; fractions in percent."""
     lines = [f"Results for `{results.get('checkpoint', '?')}` ({results.get('model') or 'model'})", ""]
+    if isinstance(results.get("provenance"), dict):
+        lines[1:1] = ["", provenance_line(results["provenance"])]
     lines += ["| task | metric | value |", "|---|---|---:|"]
     for (label, metric), value in flat_metrics(results).items():
         lines.append(f"| {label} | {metric} | {format_value(metric, value)} |")
@@ -82,6 +87,16 @@ def markdown_table(results: dict[str, Any]) -> str:
         if "error" in entry:
             lines.append(f"| {label} | error | {entry['error']} |")
     return "\n".join(lines)
+
+
+def provenance_line(record: dict[str, Any]) -> str:
+    """'cyclip 0.1.0 (git 1a2b3c4d), torch 2.4.0, open_clip 2.26.1: `cyclip eval suite ...`' from a provenance dict."""
+    commit = record.get("git_commit")
+    line = f"cyclip {record.get('cyclip')}" + (
+        f" (git {commit[:8]}{'-dirty' * commit.endswith('-dirty')})" if commit else ""
+    )
+    line += f", torch {record.get('torch')}, open_clip {record.get('open_clip')}"
+    return line + (f": `{record['command']}`" if record.get("command") else "")
 
 
 def comparison_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
