@@ -23,6 +23,15 @@ from cyclip.files import read_yaml_mapping, write_text_atomically
 from cyclip.provenance import provenance
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# OpenCLIP's names for our autocast modes (float32 weights, the forward pass autocast; fp16 with a gradient scaler).
+PRECISION_ALIASES = {"amp": "fp16", "amp_bf16": "bf16", "amp_bfloat16": "bf16"}
+# OpenCLIP's low-precision-weight modes, and why cyclip does not train that way.
+REFUSED_PRECISIONS = {
+    name: f"OpenCLIP's {name} stores the weights themselves in {name[5:]}; cyclip keeps float32 weights (AdamW steps "
+    f"smaller than {name[5:]}'s resolution would be lost) and autocasts the forward pass: use --precision "
+    f"{name[5:]} (OpenCLIP's amp{'_bf16' if name.endswith('bf16') else ''})"
+    for name in ("pure_bf16", "pure_fp16")
+}
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
 IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment", "none")
@@ -262,13 +271,25 @@ class TrainConfig(CheckedConfig):
     grad_checkpointing: bool = option(
         False, "recompute activations in the backward pass: less memory, larger batches, one more forward pass"
     )
-    precision: str = option("fp32", "fp32, or autocast with bf16 / fp16", choices=PRECISIONS)
+    precision: str = option(
+        "fp32",
+        "fp32, or float32 weights with the forward pass autocast to bf16 / fp16 (fp16 with a gradient scaler); "
+        "OpenCLIP's amp and amp_bf16 are accepted for fp16 and bf16",
+        choices=PRECISIONS,
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps; auto = cuda when available")
     workers: int = option(2, "data-loading processes", minimum=0)
     seed: int = option(0, "seed for initialisation, data order and augmentation", minimum=0, maximum=2**32 - 1)
     output: str = option("runs/cyclip", "folder for checkpoints, metrics.jsonl, TensorBoard and config.yaml")
     resume: str | None = option(None, "'latest' (OUTPUT/latest.pt) or a checkpoint path to continue from exactly")
     log_every: int = option(10, "steps between metric logs", minimum=1)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.precision, str):  # anything else is refused by the field's own check
+            if self.precision in REFUSED_PRECISIONS:
+                raise ConfigError("precision", REFUSED_PRECISIONS[self.precision])
+            self.precision = PRECISION_ALIASES.get(self.precision, self.precision)
+        super().__post_init__()
 
     def save_yaml(self, path: str | Path) -> None:
         """The options, then under `provenance:` the versions and command that made the run (`--config` skips it)."""
