@@ -124,7 +124,7 @@ def test_bounds_are_inclusive_where_the_help_says_so():
 
 def test_every_numeric_option_has_a_documented_range_shown_in_the_help(capsys):
     numeric = [item for item in fields(TrainConfig) if item.type in ("int", "float", "int | None", "float | None")]
-    assert len(numeric) == 16
+    assert len(numeric) == 18
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
@@ -177,9 +177,9 @@ YAML_ERRORS = [
     ("precision: [amp]", "precision: expected one of fp32, bf16, fp16, got ['amp']"),
     (
         "precision: pure_fp16",
-        "precision: OpenCLIP's pure_fp16 stores the weights themselves in fp16; cyclip keeps "
-        "float32 weights (AdamW steps smaller than fp16's resolution would be lost) and autocasts the forward pass: use "
-        "--precision fp16 (OpenCLIP's amp)",
+        "precision: OpenCLIP's pure_fp16 stores the weights themselves in fp16; cyclip keeps float32 weights "
+        "(AdamW steps smaller than fp16's resolution would be lost) and autocasts the forward pass: use --precision "
+        "fp16 (OpenCLIP's amp)",
     ),
     ("epochs:", "epochs: expected an integer >= 1, got null"),
 ]

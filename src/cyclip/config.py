@@ -35,6 +35,12 @@ REFUSED_PRECISIONS = {
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
 IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment", "none")
+# Options that refine a tower lock, and the lock each needs.
+LOCK_DETAILS = {
+    "lock_image_unlocked_groups": "lock_image",
+    "lock_image_freeze_bn_stats": "lock_image",
+    "lock_text_unlocked_layers": "lock_text",
+}
 PROVENANCE_KEY = "provenance"  # in a run's config.yaml: where the run came from, not an option
 
 
@@ -239,6 +245,26 @@ class TrainConfig(CheckedConfig):
         "weights to start from: a local open_clip/OpenAI checkpoint, state dict, safetensors file or exported "
         "model folder",
     )
+    lock_image: bool = option(
+        False,
+        "freeze the image tower, as OpenCLIP's LiT option does (its parameters are left out of the optimizer)",
+    )
+    lock_image_unlocked_groups: int = option(
+        0,
+        "with --lock-image: layer groups at the end of the image tower that stay trainable (ViT: 1 = the "
+        "projection, 2 = also the last block, ...; a ResNet tower locks whole)",
+        minimum=0,
+    )
+    lock_image_freeze_bn_stats: bool = option(
+        False, "with --lock-image: also keep the BatchNorm running statistics of the image tower fixed"
+    )
+    lock_text: bool = option(False, "freeze the text tower (its parameters are left out of the optimizer)")
+    lock_text_unlocked_layers: int = option(
+        0,
+        "with --lock-text: layer groups at the end of the text tower that stay trainable (1 = the projection, "
+        "2 = also the last block and final LayerNorm, ...)",
+        minimum=0,
+    )
     lambda_inmodal: float = option(
         0.0,
         "weight of the in-modal cyclic regularizer (0 = CLIP; CyCLIP uses 0.25)",
@@ -290,6 +316,9 @@ class TrainConfig(CheckedConfig):
                 raise ConfigError("precision", REFUSED_PRECISIONS[self.precision])
             self.precision = PRECISION_ALIASES.get(self.precision, self.precision)
         super().__post_init__()
+        for name, needs in LOCK_DETAILS.items():
+            if getattr(self, name) and not getattr(self, needs):
+                raise ConfigError(name, f"only applies to a locked tower; add --{needs.replace('_', '-')} or drop it")
 
     def save_yaml(self, path: str | Path) -> None:
         """The options, then under `provenance:` the versions and command that made the run (`--config` skips it)."""

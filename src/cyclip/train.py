@@ -27,7 +27,7 @@ from cyclip.distributed import unwrap
 from cyclip.errors import NonFiniteLossError
 from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.metrics_log import MetricsWriter
-from cyclip.models import create_model
+from cyclip.models import create_model, lock_towers
 from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective
 from cyclip.runtime import autocast, resolve_device, rng_state, seed_everything, set_rng_state
 
@@ -87,6 +87,14 @@ class Trainer:
         seed_everything(config.seed)
         model, self.preprocess_train, self.preprocess_val, self.tokenizer = create_model(
             config.model, pretrained=config.pretrained, device=self.device
+        )
+        lock_towers(
+            model,
+            image=config.lock_image,
+            image_unlocked_groups=config.lock_image_unlocked_groups,
+            image_freeze_bn_stats=config.lock_image_freeze_bn_stats,
+            text=config.lock_text,
+            text_unlocked_layers=config.lock_text_unlocked_layers,
         )
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
