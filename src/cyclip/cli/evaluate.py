@@ -15,8 +15,9 @@ from typing import Any
 
 from cyclip.cli.model_arguments import CHECKPOINT_HELP, add_model_flag
 from cyclip.evaluation.clip_benchmark_format import CLIP_BENCHMARK_TASKS
+from cyclip.evaluation.linear_probe import DEFAULT_SHOTS
 from cyclip.evaluation.settings import EVAL_FIELDS, EvalConfig
-from cyclip.evaluation.tasks import TASKS, TaskSpec
+from cyclip.evaluation.tasks import TASKS, TaskSpec, parse_shots
 
 DATA_HELP = (
     "a dataset name (cifar10, imagenet, imagenet-a, ...; with --root), a labelled folder (labels.csv + "
@@ -40,6 +41,10 @@ OPTION_ARGUMENTS: dict[str, dict[str, Any]] = {
         f"with seeds S, S+1, S+2 (default: {_SEED_DEFAULT})",
     },
     "superclasses": {"help": 'JSON file {"class name": "superclass", ...}'},
+    "shots": {
+        "help": "examples per class, comma-separated; a k that some class has too few training examples for is "
+        f"skipped with a warning (default: {','.join(map(str, DEFAULT_SHOTS))})"
+    },
 }
 _SPEC_KEYS = ("data", "root", "split", "image_root", "embeddings", *OPTION_ARGUMENTS)
 
@@ -138,6 +143,8 @@ def _encoder(checkpoint: str, model: str | None, settings: EvalConfig):
 
 def _spec(args: argparse.Namespace) -> TaskSpec:
     values = {key: getattr(args, key) for key in _SPEC_KEYS if getattr(args, key, None) is not None}
+    if "shots" in values:
+        values["shots"] = parse_shots(values["shots"], "--shots")
     return TaskSpec(task=args.task, **values)
 
 

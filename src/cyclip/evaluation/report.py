@@ -206,7 +206,7 @@ def few_shot_figure(runs: dict[str, dict[str, Any]]) -> Figure | None:
     for name, results in runs.items():
         for label in labels:
             metrics = results["tasks"][label].get("metrics", {})
-            shots = sorted(int(k) for k in metrics)
+            shots = sorted(int(k) for k in metrics if k.isdigit())
             means = [100 * metrics[str(k)]["mean"] for k in shots]
             stds = [100 * metrics[str(k)]["std"] for k in shots]
             axis.errorbar(shots, means, yerr=stds, marker="o", capsize=3, label=f"{name} {label.split('/', 1)[-1]}")
