@@ -79,3 +79,22 @@ def test_bad_results_file_is_one_line(tmp_path, capsys, content, message):
     assert message in error and error.count("\n") == 1
     with pytest.raises(ValueError, match=message):
         read_results(tmp_path / "a.json")
+
+
+def test_a_run_folder_is_read_through_its_one_suite_results_file(tmp_path, capsys):
+    from cyclip.cli.evaluate import suite_results_path
+
+    assert suite_results_path(tmp_path / "run" / "latest.pt", tmp_path / "imagenet.yaml") == (
+        tmp_path / "run" / "eval-imagenet.json"
+    )
+    (tmp_path / "exported").mkdir()
+    assert suite_results_path(tmp_path / "exported", tmp_path / "imagenet.yaml") == (
+        tmp_path / "exported-eval-imagenet.json"
+    )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "eval-imagenet.json").write_text(json.dumps(results(0.6, 0.2, 0.8)))
+    assert read_results(tmp_path / "run")["tasks"]["zeroshot/digits"]["metrics"]["top1"] == 0.6
+    (tmp_path / "run" / "eval-cifar.json").write_text(json.dumps(results(0.6, 0.2, 0.8)))
+    assert main(["compare", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "eval-cifar.json, eval-imagenet.json); pass one of them" in error

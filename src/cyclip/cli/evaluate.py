@@ -95,7 +95,12 @@ def add_parser(subparsers) -> None:
         "--config", required=True, help="YAML file: 'tasks: [...]' and optionally 'checkpoint:' and 'model:'"
     )
     _add_source_arguments(suite, embeddings=False, required=False)
-    suite.add_argument("--output", help="JSON file to write (default: eval.json beside the checkpoint); also .md")
+    suite.add_argument(
+        "--output",
+        help="the JSON file to write, and the Markdown table beside it (.md) (default: eval-SUITE.json beside the "
+        "checkpoint, SUITE being the --config file's name)",
+    )
+    suite.add_argument("--overwrite", action="store_true", help="replace existing results files")
     suite.set_defaults(handler=_run_suite)
 
 
@@ -193,7 +198,7 @@ def _run_embed(args: argparse.Namespace) -> None:
 
 
 def _run_suite(args: argparse.Namespace) -> None:
-    from cyclip.evaluation.report import markdown_table, write_results
+    from cyclip.evaluation.report import check_results_target, markdown_table, write_results
     from cyclip.evaluation.tasks import run_suite
 
     config = _read_suite_config(Path(args.config))
@@ -205,14 +210,24 @@ def _run_suite(args: argparse.Namespace) -> None:
         settings = _settings(args, {name: config[name] for name in EVAL_FIELDS if name in config})
     except ValueError as error:
         raise ValueError(f"{args.config}: {error}") from None
+    output = Path(args.output) if args.output else suite_results_path(Path(checkpoint), Path(args.config))
+    check_results_target(output, args.overwrite)  # before minutes of evaluation, not after
     encoder, model_name = _encoder(checkpoint, args.model or config.get("model"), settings)
     results = run_suite(specs, encoder, checkpoint, model_name)
-    output, table = write_results(results, args.output or Path(checkpoint).parent / "eval.json")
+    output, table = write_results(results, output, overwrite=args.overwrite)
     print(markdown_table(results))
     if encoder.images_embedded:
         rate = encoder.images_embedded / max(encoder.seconds_embedding, 1e-9)
         print(f"\nembedded {encoder.images_embedded} images at {rate:.0f} images/s")
     print(f"results: {output} and {table}")
+
+
+def suite_results_path(checkpoint: Path, suite: Path) -> Path:
+    """Where a suite's results go without --output: beside the checkpoint, named after the suite file
+    (runs/cyclip/latest.pt + imagenet.yaml -> runs/cyclip/eval-imagenet.json); beside an exported folder, named
+    after the folder too (exported/b32 -> exported/b32-eval-imagenet.json)."""
+    name = f"eval-{suite.stem}.json"
+    return checkpoint.parent / (f"{checkpoint.name}-{name}" if checkpoint.is_dir() else name)
 
 
 def _read_suite_config(path: Path) -> dict[str, Any]:

@@ -28,10 +28,11 @@ NEIGHBOUR_K = (1, 5, 10)
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
-    """A suite results file (or a run folder holding eval.json), checked for the expected shape."""
+    """A suite results file, or a run folder holding one (eval.json, or its one eval-SUITE.json), checked for the
+    expected shape."""
     path = Path(path)
     if path.is_dir():
-        path = path / "eval.json"
+        path = _results_in_folder(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: results file not found; write it with `cyclip eval suite`")
     results = read_json(path, "results file")
@@ -43,12 +44,36 @@ def read_results(path: str | Path) -> dict[str, Any]:
     return results
 
 
-def write_results(results: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
+def check_results_target(path: str | Path, overwrite: bool = False) -> None:
+    """Refuse (ValueError) to replace an existing results file, or the Markdown table beside it, unless `overwrite`."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; --output takes the JSON file to write, e.g. {path / 'eval.json'}")
+    existing = [item for item in (path, path.with_suffix(".md")) if item.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{existing[0]}: exists; pass --overwrite to replace it, or --output another file")
+
+
+def _results_in_folder(folder: Path) -> Path:
+    """The results file of a run folder: eval.json (the demo's), else its only eval-SUITE.json (the suite's)."""
+    suites = sorted(folder.glob("eval-*.json"))
+    if (folder / "eval.json").is_file() or not suites:
+        return folder / "eval.json"
+    if len(suites) > 1:
+        raise ValueError(
+            f"{folder}: holds several results files ({', '.join(p.name for p in suites)}); pass one of them"
+        )
+    return suites[0]
+
+
+def write_results(results: dict[str, Any], path: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
     """Write a suite's results as JSON to `path` and as the Markdown table beside it (.md); both atomically.
+    Existing files are replaced only with `overwrite` (`check_results_target`).
 
     The one writer of eval.json / eval.md, for `cyclip eval suite` and the demo alike; both record the
     provenance (versions, git commit, command line).
     """
+    check_results_target(path, overwrite)
     path = Path(path)
     table = path.with_suffix(".md")
     results = {**results, "provenance": results.get("provenance") or provenance()}
