@@ -141,6 +141,7 @@ def lock_towers(
     `lock_image_tower` / `lock_text_tower`: their parameters stop requiring gradients (so the optimizer leaves them
     out), except the last `*_unlocked_*` layer groups; `image_freeze_bn_stats` also stops the image tower's
     BatchNorm layers from updating their running statistics."""
+    towers: Any = model  # open_clip's CLIP and CustomTextCLIP both have the two lock methods
     if image:
         if image_unlocked_groups and isinstance(getattr(model, "visual", None), ModifiedResNet):
             raise ValueError(
@@ -149,9 +150,9 @@ def lock_towers(
             )
         if image_freeze_bn_stats and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
             log.warning("--lock-image-freeze-bn-stats: the image tower has no BatchNorm layers; nothing to freeze")
-        model.lock_image_tower(unlocked_groups=image_unlocked_groups, freeze_bn_stats=image_freeze_bn_stats)
+        towers.lock_image_tower(unlocked_groups=image_unlocked_groups, freeze_bn_stats=image_freeze_bn_stats)
     if text:
-        model.lock_text_tower(unlocked_layers=text_unlocked_layers)
+        towers.lock_text_tower(unlocked_layers=text_unlocked_layers)
     if image or text:
         frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
         total = sum(p.numel() for p in model.parameters())

@@ -271,7 +271,7 @@ class Trainer:
             "samples_per_second": samples / max(elapsed, 1e-9),
             "skipped_samples": self.skipped_samples,
         }
-        metrics.write("train", self.step, self.epoch, summary)
+        metrics.write("train", self.step, round(self.step / self.steps_per_epoch, 4), summary)  # epochs done
         return summary
 
     @torch.no_grad()
@@ -376,5 +376,5 @@ def _format_epoch(summary: dict[str, Any]) -> str:
                 f"in-modal {terms.inmodal_cyclic:.4f}, cross-modal {terms.crossmodal_cyclic:.4f})"
             )
     if "zeroshot" in summary:
-        parts.append(f"zero-shot top-1 {100 * summary['zeroshot']['top1']:.1f}%")
+        parts.append(f"zero-shot top-1 {summary['zeroshot']['top1']:.4f}")
     return " | ".join(parts)

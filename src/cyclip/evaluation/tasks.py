@@ -48,7 +48,7 @@ class TaskSpec:
     train_embeddings: str | None = None  # probes from files: the training split's .npz
     mean_per_class: bool | None = None  # probes: report mean per-class accuracy (default: the dataset's convention)
     seed: int = 0  # probes: the validation split's draw; few-shot: the first of its seeds
-    shots: Sequence[int] | str = DEFAULT_SHOTS  # few-shot: examples per class (a list, or "1,2,4" as typed)
+    shots: tuple[int, ...] = DEFAULT_SHOTS  # few-shot: examples per class (YAML's list or "1,2,4" is parsed)
     name: str | None = None  # label in reports (default: TASK/DATASET)
 
     def __post_init__(self) -> None:
