@@ -174,7 +174,7 @@ def _run_task(args: argparse.Namespace) -> None:
         raise ValueError("--format clip_benchmark: give --output FILE, the JSON file to write in that layout")
     encoder, model_name = _encoder(args.checkpoint, args.model, _settings(args)) if args.checkpoint else (None, None)
     metrics = run_task(spec, encoder)
-    print(f"{spec.label} ({UNITS[0].lower() + UNITS[1:]})")
+    print(f"{spec.label} ({UNITS[0].lower() + UNITS[1:].rstrip('.')}):")
     print(format_metrics(metrics))
     if args.output:
         record = {
