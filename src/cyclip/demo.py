@@ -50,26 +50,9 @@ def run_demo(output: Path, *, model: str, epochs: int, device: str, workers: int
     results: dict[str, Any] = {}
     for name, (lambda_inmodal, lambda_crossmodal) in RUNS.items():
         log.info("training %s (lambda_inmodal=%g, lambda_crossmodal=%g)", name, lambda_inmodal, lambda_crossmodal)
-        config = TrainConfig(
-            train_data=str(data.train_csv),
-            val_data=str(data.val_csv),
-            zeroshot_data=str(data.zeroshot_dir),
-            model=model,
-            lambda_inmodal=lambda_inmodal,
-            lambda_crossmodal=lambda_crossmodal,
-            epochs=epochs,
-            batch_size=64,
-            lr=1e-3,
-            wd=0.1,
-            warmup=50,
-            workers=workers,
-            seed=seed,
-            device=device,
-            output=str(output / name.lower()),
-            log_every=5,
-        )
+        config = demo_train_config(data, name, output / name.lower(), model, epochs, device, workers, seed)
         run = train(config)
-        evaluation = _evaluate(run.checkpoint, model, data, device, workers)
+        evaluation = evaluate_checkpoint(run.checkpoint, model, evaluation_tasks(data), device, workers)
         results[name] = {"eval": evaluation, "history": run.history, "output": str(run.output)}
     summary = {"model": model, "epochs": epochs, "seed": seed, "runs": results}
     (output / "results.json").write_text(json.dumps(summary, indent=2))
@@ -99,6 +82,31 @@ def claim_output(output: Path) -> None:
     (output / DEMO_MARKER).write_text("This folder was made by `cyclip demo`, which may replace its contents.\n")
 
 
+def demo_train_config(
+    data: DigitsDemoData, name: str, output: Path, model: str, epochs: int, device: str, workers: int, seed: int
+) -> TrainConfig:
+    """The demo's training run of model `name` (a key of RUNS) on the digits."""
+    lambda_inmodal, lambda_crossmodal = RUNS[name]
+    return TrainConfig(
+        train_data=str(data.train_csv),
+        val_data=str(data.val_csv),
+        zeroshot_data=str(data.zeroshot_dir),
+        model=model,
+        lambda_inmodal=lambda_inmodal,
+        lambda_crossmodal=lambda_crossmodal,
+        epochs=epochs,
+        batch_size=64,
+        lr=1e-3,
+        wd=0.1,
+        warmup=50,
+        workers=workers,
+        seed=seed,
+        device=device,
+        output=str(output),
+        log_every=5,
+    )
+
+
 def evaluation_tasks(data: DigitsDemoData) -> list[TaskSpec]:
     """The suite the demo runs on each model: every registered task, on the held-out digits (retrieval on the
     held-out image-caption pairs; the probes train on their own split; parity groups the digits)."""
@@ -113,13 +121,15 @@ def evaluation_tasks(data: DigitsDemoData) -> list[TaskSpec]:
     return specs
 
 
-def _evaluate(checkpoint: Path, model_name: str, data: DigitsDemoData, device: str, workers: int) -> dict[str, Any]:
+def evaluate_checkpoint(
+    checkpoint: Path, model_name: str, tasks: list[TaskSpec], device: str, workers: int
+) -> dict[str, Any]:
     """The suite's results, also written as eval.json / eval.md beside the checkpoint (as `cyclip eval suite`)."""
     settings = EvalConfig(device=device, workers=workers)
     torch_device = resolve_device(settings.device)
     model, preprocess, tokenizer = load_checkpoint(checkpoint, device=torch_device)
     encoder = Encoder(model, preprocess, tokenizer, torch_device, settings.batch_size, settings.workers, progress=False)
-    results = run_suite(evaluation_tasks(data), encoder, checkpoint, model_name)
+    results = run_suite(tasks, encoder, checkpoint, model_name)
     write_results(results, checkpoint.parent / "eval.json")
     return results
 
