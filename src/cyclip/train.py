@@ -27,7 +27,7 @@ from cyclip.distributed import unwrap
 from cyclip.errors import NonFiniteLossError
 from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.metrics_log import MetricsWriter
-from cyclip.models import create_model
+from cyclip.models import create_model, lock_towers
 from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective, logit_parameters
 from cyclip.runtime import autocast, resolve_device, rng_state, seed_everything, set_rng_state
 
@@ -87,6 +87,14 @@ class Trainer:
         seed_everything(config.seed)
         model, self.preprocess_train, self.preprocess_val, self.tokenizer = create_model(
             config.model, pretrained=config.pretrained, device=self.device, sigmoid_head=config.loss == "siglip"
+        )
+        lock_towers(
+            model,
+            image=config.lock_image,
+            image_unlocked_groups=config.lock_image_unlocked_groups,
+            image_freeze_bn_stats=config.lock_image_freeze_bn_stats,
+            text=config.lock_text,
+            text_unlocked_layers=config.lock_text_unlocked_layers,
         )
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
@@ -264,7 +272,7 @@ class Trainer:
             "samples_per_second": samples / max(elapsed, 1e-9),
             "skipped_samples": self.skipped_samples,
         }
-        metrics.write("train", self.step, self.epoch, summary)
+        metrics.write("train", self.step, round(self.step / self.steps_per_epoch, 4), summary)  # epochs done
         return summary
 
     @torch.no_grad()
@@ -369,5 +377,5 @@ def _format_epoch(summary: dict[str, Any]) -> str:
                 f"in-modal {terms.inmodal_cyclic:.4f}, cross-modal {terms.crossmodal_cyclic:.4f})"
             )
     if "zeroshot" in summary:
-        parts.append(f"zero-shot top-1 {100 * summary['zeroshot']['top1']:.1f}%")
+        parts.append(f"zero-shot top-1 {summary['zeroshot']['top1']:.4f}")
     return " | ".join(parts)
