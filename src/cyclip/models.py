@@ -358,7 +358,7 @@ def _refuse_pretrained_tag(name: str, tag: str) -> None:
         else ""
     )
     raise FileNotFoundError(
-        f"--pretrained {tag}: not a file but open_clip's tag for {name} weights, and cyclip never downloads: "
+        f"--pretrained {tag}: not a file but open_clip's tag for {name} weights, and cyclip never downloads weights: "
         f"{how}, then pass the file's path to --pretrained{quick_gelu}"
     )
 
