@@ -22,6 +22,7 @@ import yaml
 from cyclip.files import read_yaml_mapping, write_text_atomically
 from cyclip.provenance import provenance
 
+LOSSES = ("clip", "siglip")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # OpenCLIP's names for our autocast modes (float32 weights, the forward pass autocast; fp16 with a gradient scaler).
 PRECISION_ALIASES = {"amp": "fp16", "amp_bf16": "bf16", "amp_bfloat16": "bf16"}
@@ -277,6 +278,19 @@ class TrainConfig(CheckedConfig):
         minimum=0,
         aliases=("--cylambda2",),
     )
+    loss: str = option(
+        "clip",
+        "the contrastive term: clip (softmax cross-entropy over the global batch, as CLIP and CyCLIP) or siglip "
+        "(SigLIP's sigmoid loss, with a learnable bias); the cyclic regularizers add to either",
+        choices=LOSSES,
+    )
+    loss_chunk_size: int | None = option(
+        None,
+        "tile edge of the contrastive loss: N computes it in N x N tiles of logits (memory O(batch x dim) instead "
+        "of O(batch^2), exact); 0 always uses the dense N x N matrix",
+        minimum=0,
+        default_help="auto: dense below the batch size where tiling was measured to be as fast, tiled above",
+    )
     epochs: int = option(10, "number of passes over the training data", minimum=1)
     batch_size: int = option(
         64,
@@ -319,6 +333,12 @@ class TrainConfig(CheckedConfig):
         for name, needs in LOCK_DETAILS.items():
             if getattr(self, name) and not getattr(self, needs):
                 raise ConfigError(name, f"only applies to a locked tower; add --{needs.replace('_', '-')} or drop it")
+        if self.loss == "siglip" and self.inmodal:
+            raise ConfigError(
+                "inmodal",
+                "the in-modal mode's terms are softmax cross-entropies against each sample's augmented view; "
+                "it is not defined for --loss siglip (use --loss clip, or drop --inmodal)",
+            )
 
     def lock_options(self) -> dict[str, Any]:
         """The tower locks as `cyclip.models.lock_towers` takes them."""

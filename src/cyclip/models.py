@@ -13,6 +13,7 @@ import difflib
 import functools
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -97,8 +98,15 @@ def model_config(name: str) -> dict[str, Any]:
     return open_clip.get_model_config(_check_model_name(name))
 
 
+# SigLIP's initial temperature and bias (Zhai et al., 2023): t = exp(logit_scale) = 10, b = -10.
+SIGMOID_HEAD = {"init_logit_scale": math.log(10.0), "init_logit_bias": -10.0}
+
+
 def create_model(
-    name: str, pretrained: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+    name: str,
+    pretrained: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    sigmoid_head: bool = False,
 ) -> tuple[torch.nn.Module, Callable, Callable, Callable]:
     """Build `(model, preprocess_train, preprocess_val, tokenizer)` for an open_clip architecture.
 
@@ -106,6 +114,7 @@ def create_model(
     file or a cyclip training checkpoint; or a folder in open_clip's `local-dir:` layout (what `cyclip export`
     writes), whose weights are loaded and whose preprocessing is used. `name` may also be `local-dir:<folder>`:
     the architecture, preprocessing and (unless `pretrained` is given) the weights all come from that folder.
+    `sigmoid_head` adds SigLIP's learnable bias and starts the scale and bias at SigLIP's t = 10, b = -10.
     """
     name = _check_model_name(name)
     folder_config: dict[str, Any] | None = None
@@ -121,7 +130,13 @@ def create_model(
     state_dict, trained_as = _read_weights(weights) if weights is not None else (None, None)  # refusals come first
     preprocess = (folder_config or {}).get("preprocess_cfg") or {}
     model, preprocess_train, preprocess_val = _build_with_weights(
-        name, device, preprocess, state_dict, source=str(weights), trained_as=trained_as
+        name,
+        device,
+        preprocess,
+        state_dict,
+        source=str(weights),
+        trained_as=trained_as,
+        head=SIGMOID_HEAD if sigmoid_head else None,
     )
     if folder_config is not None:
         _check_same_architecture(folder_config.get("model_cfg"), name, source=str(pretrained))
@@ -349,15 +364,17 @@ def _refuse_pretrained_tag(name: str, tag: str) -> None:
 
 
 def _build(
-    name: str, device: str | torch.device, preprocess: Mapping[str, Any] | None = None
+    name: str, device: str | torch.device, preprocess: Mapping[str, Any] | None = None, **head: float
 ) -> tuple[torch.nn.Module, Callable, Callable]:
-    """open_clip's model and transforms without any weights (we load them ourselves, through `_load_exactly`)."""
+    """open_clip's model and transforms without any weights (we load them ourselves, through `_load_exactly`);
+    `head` sets open_clip's `init_logit_scale` / `init_logit_bias` (a bias makes the SigLIP head)."""
     preprocess = preprocess or {}
     with _silence_random_init_warning():
         return open_clip.create_model_and_transforms(
             name,
             load_weights=False,
             device=device,
+            **head,
             image_mean=preprocess.get("mean"),
             image_std=preprocess.get("std"),
             image_interpolation=preprocess.get("interpolation"),
@@ -372,11 +389,23 @@ def _build_with_weights(
     state_dict: dict[str, torch.Tensor] | None,
     source: str,
     trained_as: str | None,
+    head: Mapping[str, float] | None = None,
 ) -> tuple[torch.nn.Module, Callable, Callable]:
-    """`_build`, then load `state_dict` (any accepted layout) exactly, when there is one."""
-    model, preprocess_train, preprocess_val = _build(name, device, preprocess)
+    """`_build`, then load `state_dict` (any accepted layout) exactly, when there is one.
+
+    Weights that carry a `logit_bias` (a model trained with the sigmoid loss) get a model with that head; a
+    sigmoid head (`head`) started from weights without one keeps its initial bias.
+    """
+    head = dict(head or {})
+    if state_dict is not None and any(key.endswith("logit_bias") for key in state_dict):
+        head.setdefault("init_logit_bias", 0.0)  # replaced by the stored bias
+    model, preprocess_train, preprocess_val = _build(name, device, preprocess, **head)
     if state_dict is not None:
-        _load_exactly(model, _to_open_clip_layout(state_dict, model), name, source=source, trained_as=trained_as)
+        weights = _to_open_clip_layout(state_dict, model)
+        bias = getattr(model, "logit_bias", None)
+        if bias is not None and "logit_bias" not in weights:
+            weights["logit_bias"] = bias.detach().clone()
+        _load_exactly(model, weights, name, source=source, trained_as=trained_as)
     return model, preprocess_train, preprocess_val
 
 

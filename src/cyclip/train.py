@@ -28,7 +28,7 @@ from cyclip.errors import NonFiniteLossError
 from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.metrics_log import MetricsWriter
 from cyclip.models import create_model, lock_towers
-from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective
+from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective, logit_parameters
 from cyclip.runtime import autocast, resolve_device, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("cyclip.train")
@@ -86,7 +86,7 @@ class Trainer:
             logging.getLogger("cyclip").setLevel(logging.WARNING)  # rank 0 alone reports progress
         seed_everything(config.seed)
         model, self.preprocess_train, self.preprocess_val, self.tokenizer = create_model(
-            config.model, pretrained=config.pretrained, device=self.device
+            config.model, pretrained=config.pretrained, device=self.device, sigmoid_head=config.loss == "siglip"
         )
         lock_towers(model, **config.lock_options())
         if config.grad_checkpointing:
@@ -173,10 +173,11 @@ class Trainer:
         With accumulation the features of every micro-batch are first computed without a graph;
         then each micro-batch is re-run with a graph and its fresh features replace the cached
         ones, so the gradients add up to those of one big contrastive batch (OpenCLIP's scheme). The
-        logit scale takes its gradient from the last pass only: every pass sees the whole batch.
+        logit scale (and a sigmoid loss's bias) take their gradient from the last pass only: every pass sees the
+        whole batch.
         """
         self.model.train()
-        objective, model, logit_scale = self.objective, self.model, unwrap(self.model).logit_scale
+        objective, model, head = self.objective, self.model, logit_parameters(self.model)
         if len(micro_batches) == 1:
             with self._autocast():
                 output = objective(model, micro_batches[0])
@@ -191,7 +192,7 @@ class Trainer:
                     with self._autocast():
                         fresh = objective.features(model, batch)
                         features = PairFeatures.cat([fresh if i == index else part for i, part in enumerate(cached)])
-                        output = objective.loss(features, logit_scale if last else logit_scale.detach())
+                        output = objective.loss(features, *(p if last else p.detach() for p in head))
                     self.scaler.scale(output.loss).backward()
         if self.config.grad_clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
