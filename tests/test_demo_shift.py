@@ -28,11 +28,11 @@ def test_summary_is_numpy_mean_and_sample_std_over_seeds():
     assert summarize({"0": {"a": 0.5}})["a"] == {"mean": 0.5, "std": None, "values": [0.5]}
 
 
-def test_table_shows_mean_plus_minus_std_in_percent_and_raw_gaps():
+def test_table_shows_mean_plus_minus_std_as_fractions_and_raw_gaps():
     stats = {key: {"mean": 0.5, "std": 0.25, "values": [0.25, 0.5, 0.75]} for key in KEYS}
     table = format_table({"model": "m", "epochs": 1, "seeds": [0, 1, 2], "summary": {"CLIP": stats, "CyCLIP": stats}})
-    assert "| zero-shot top-1 (%) | typeset | 50.0 ± 25.0 | 50.0 ± 25.0 |" in table
-    assert "| in-modal gap | handwritten | 0.5000 ± 0.2500 | 0.5000 ± 0.2500 |" in table
+    assert "| zero-shot top-1 ↑ | typeset | 0.500 ± 0.250 | 0.500 ± 0.250 |" in table
+    assert "| in-modal gap ↓ | handwritten | 0.5000 ± 0.2500 | 0.5000 ± 0.2500 |" in table
     assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + len(KEYS)
 
 
@@ -47,7 +47,7 @@ def test_tiny_shift_demo_writes_table_json_and_figures(tmp_path):
         assert 0.0 <= metrics["zeroshot_top1/typeset"] <= 1.0 and metrics["inmodal_gap/typeset"] >= 0.0
     written = json.loads((output / "shift_results.json").read_text())
     assert written["seeds"] == [0] and written["summary"] == summary["summary"]
-    assert (output / "shift_results.md").read_text().count("| zero-shot top-1 (%) |") == 2
+    assert (output / "shift_results.md").read_text().count("| zero-shot top-1 ↑ |") == 2
     for figure in ("shift_comparison.png", "shift_examples.png"):
         assert (output / figure).stat().st_size > 10_000
     assert (output / DEMO_MARKER).is_file() and (output / "seed-0" / "cyclip" / "eval.json").is_file()

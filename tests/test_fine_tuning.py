@@ -126,3 +126,13 @@ def test_an_open_clip_tag_as_pretrained_says_how_to_fetch_the_file_once(tmp_path
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"--pretrained {tag}: not a file but open_clip's tag for {model} weights" in error
     assert f"open_clip.get_pretrained_cfg('{model}', '{tag}')" in error and expected in error
+
+
+def test_dry_run_states_the_frozen_parameters(pairs, tmp_path, capsys):
+    from cyclip.models import create_model
+
+    argv = ["train", "--train-data", str(pairs), "--model", "cyclip-vit-tiny", "--output", str(tmp_path / "run")]
+    assert main([*argv, "--lock-text", "--dry-run"]) == 0
+    model = create_model("cyclip-vit-tiny")[0]
+    text = sum(p.numel() for name, p in model.named_parameters() if is_text_tower(name))
+    assert f", {text / 1e6:.1f} M of them frozen (--lock-image/--lock-text)" in capsys.readouterr().out

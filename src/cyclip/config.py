@@ -340,6 +340,16 @@ class TrainConfig(CheckedConfig):
                 "it is not defined for --loss siglip (use --loss clip, or drop --inmodal)",
             )
 
+    def lock_options(self) -> dict[str, Any]:
+        """The tower locks as `cyclip.models.lock_towers` takes them."""
+        return {
+            "image": self.lock_image,
+            "image_unlocked_groups": self.lock_image_unlocked_groups,
+            "image_freeze_bn_stats": self.lock_image_freeze_bn_stats,
+            "text": self.lock_text,
+            "text_unlocked_layers": self.lock_text_unlocked_layers,
+        }
+
     def save_yaml(self, path: str | Path) -> None:
         """The options, then under `provenance:` the versions and command that made the run (`--config` skips it)."""
         values = {**self.to_dict(), PROVENANCE_KEY: provenance()}

@@ -47,22 +47,22 @@ class Metric(NamedTuple):
     label: str  # table row
     task: str  # the evaluation task that measures it
     name: str  # its name in that task's metrics
-    factor: float  # display scale: 100 for fractions shown in percent
+    decimals: int  # shown with this many decimals (fractions 3, gaps 4)
     axis_label: str  # figure axis, with the unit
 
 
 METRICS = (
-    Metric("zeroshot_top1", "zero-shot top-1 (%)", "zeroshot", "top1", 100.0, "zero-shot top-1 accuracy (%)"),
-    Metric("inmodal_gap", "in-modal gap", "consistency", "inmodal_gap", 1.0, "in-modal gap (|Δ cosine similarity|)"),
+    Metric("zeroshot_top1", "zero-shot top-1 ↑", "zeroshot", "top1", 3, "zero-shot top-1 accuracy (fraction)"),
+    Metric("inmodal_gap", "in-modal gap ↓", "consistency", "inmodal_gap", 4, "in-modal gap (|Δ cosine similarity|)"),
     Metric(
         "crossmodal_gap",
-        "cross-modal gap",
+        "cross-modal gap ↓",
         "consistency",
         "crossmodal_gap",
-        1.0,
+        4,
         "cross-modal gap (|Δ cosine similarity|)",
     ),
-    Metric("consistency@1", "consistency@1 (%)", "consistency", "consistency@1", 100.0, "consistency@1 (%)"),
+    Metric("consistency@1", "consistency@1 ↑", "consistency", "consistency@1", 3, "consistency@1 (fraction of pairs)"),
 )
 TASK_KINDS = tuple(dict.fromkeys(metric.task for metric in METRICS))
 MODEL_COLOURS = {"CLIP": "tab:blue", "CyCLIP": "tab:orange"}
@@ -165,14 +165,14 @@ def format_table(summary: dict[str, Any]) -> str:
         "|---|---|" + "---:|" * len(names),
     ]
     for metric in METRICS:
-        decimals = 1 if metric.factor == 100 else 4
+        decimals = metric.decimals
         for test_set in TEST_SETS:
             cells = []
             for name in names:
                 stats = summary["summary"][name][f"{metric.key}/{test_set}"]
-                cell = f"{metric.factor * stats['mean']:.{decimals}f}"
+                cell = f"{stats['mean']:.{decimals}f}"
                 if stats["std"] is not None:
-                    cell += f" ± {metric.factor * stats['std']:.{decimals}f}"
+                    cell += f" ± {stats['std']:.{decimals}f}"
                 cells.append(cell)
             lines.append(f"| {metric.label} | {test_set} | {' | '.join(cells)} |")
     return "\n".join(lines)
@@ -185,26 +185,24 @@ def comparison_figure(summary: dict[str, Any]) -> Figure:
     width = 0.8 / len(names)
     positions = np.arange(len(TEST_SETS))
     for axis, metric in zip(axes, METRICS, strict=True):
-        factor = metric.factor
         for index, name in enumerate(names):
             stats = [summary["summary"][name][f"{metric.key}/{test_set}"] for test_set in TEST_SETS]
             x = positions + (index - (len(names) - 1) / 2) * width
             colour = MODEL_COLOURS.get(name, f"C{index}")
             bars = axis.bar(
                 x,
-                [factor * s["mean"] for s in stats],
+                [s["mean"] for s in stats],
                 width,
-                yerr=[factor * (s["std"] or 0.0) for s in stats],
+                yerr=[s["std"] or 0.0 for s in stats],
                 capsize=4,
                 color=colour,
                 alpha=0.85,
                 label=name,
             )
-            decimals = 1 if factor == 100 else 3
-            means = [f"{factor * s['mean']:.{decimals}f}" for s in stats]
+            means = [f"{s['mean']:.3f}" for s in stats]
             axis.bar_label(bars, means, label_type="center", color="white", fontsize=8)
             for position, s in zip(x, stats, strict=True):
-                axis.plot([position] * len(s["values"]), [factor * v for v in s["values"]], "k.", markersize=4)
+                axis.plot([position] * len(s["values"]), s["values"], "k.", markersize=4)
         axis.set_xticks(positions, [f"{name}\n({about.split(', ')[-1]})" for name, about in TEST_SETS.items()])
         axis.set(xlabel="test set", ylabel=metric.axis_label)
         axis.grid(axis="y", alpha=0.3)

@@ -25,7 +25,7 @@ def training_plan(config: TrainConfig, world_size: int | None = None) -> dict[st
     """The run's resolved numbers; reads the data's row or shard counts and builds the model (on the CPU, no
     weights are downloaded), exactly as training would, so that a bad path or model fails here."""
     from cyclip.data.loading import PairBatches
-    from cyclip.models import create_model
+    from cyclip.models import create_model, lock_towers
 
     if not config.train_data:
         raise ValueError("--train-data is required: a CSV/TSV of image paths and captions, or WebDataset shards")
@@ -38,11 +38,14 @@ def training_plan(config: TrainConfig, world_size: int | None = None) -> dict[st
     val = PairBatches(config.val_data, preprocess_val, tokenizer, config, cpu, train=False) if config.val_data else None
     global_batch = config.batch_size * config.accum_freq * world_size
     steps_per_epoch = train.num_samples // global_batch
+    lock_towers(model, **config.lock_options())
     parameters = sum(parameter.numel() for parameter in model.parameters())
+    trained = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
     return {
         "model": config.model,
         "parameters": parameters,
-        "checkpoint_bytes": parameters * 4 * (1 + ADAMW_STATES),
+        "trained_parameters": trained,
+        "checkpoint_bytes": (parameters + trained * ADAMW_STATES) * 4,  # AdamW keeps state for trained ones only
         "train_data": config.train_data,
         "train_samples": train.num_samples,
         "val_data": config.val_data,
@@ -67,8 +70,10 @@ def training_plan(config: TrainConfig, world_size: int | None = None) -> dict[st
 def format_plan(plan: dict[str, Any]) -> str:
     """The plan as the lines `--dry-run` prints, with a warning where the numbers cannot be what was meant."""
     val = f", validation {plan['val_samples']:,} pairs" if plan["val_samples"] is not None else ""
+    locked = plan["parameters"] - plan["trained_parameters"]
+    frozen = f", {locked / 1e6:.1f} M of them frozen (--lock-image/--lock-text)" if locked else ""
     lines = [
-        f"model:     {plan['model']}, {plan['parameters'] / 1e6:.1f} M parameters "
+        f"model:     {plan['model']}, {plan['parameters'] / 1e6:.1f} M parameters{frozen} "
         f"(checkpoint with AdamW state ~{plan['checkpoint_bytes'] / 2**20:,.0f} MiB)",
         f"data:      {plan['train_samples']:,} training pairs from {plan['train_data']}{val}",
         f"batch:     global {plan['global_batch']:,} = {plan['batch_size']} per process x {plan['accum_freq']} "

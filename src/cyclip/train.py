@@ -88,14 +88,7 @@ class Trainer:
         model, self.preprocess_train, self.preprocess_val, self.tokenizer = create_model(
             config.model, pretrained=config.pretrained, device=self.device, sigmoid_head=config.loss == "siglip"
         )
-        lock_towers(
-            model,
-            image=config.lock_image,
-            image_unlocked_groups=config.lock_image_unlocked_groups,
-            image_freeze_bn_stats=config.lock_image_freeze_bn_stats,
-            text=config.lock_text,
-            text_unlocked_layers=config.lock_text_unlocked_layers,
-        )
+        lock_towers(model, **config.lock_options())
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
         self.model = model
