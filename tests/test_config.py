@@ -28,6 +28,7 @@ ACCEPTED = [
     ("grad_clip_norm", "1", 1.0),
     ("inmodal", True, True),
     ("precision", "bf16", "bf16"),
+    ("prefetch_factor", "4", 4),
     ("inmodal_image_augmentation", "none", "none"),
 ]
 
@@ -121,7 +122,7 @@ def test_bounds_are_inclusive_where_the_help_says_so():
 
 def test_every_numeric_option_has_a_documented_range_shown_in_the_help(capsys):
     numeric = [item for item in fields(TrainConfig) if item.type in ("int", "float", "int | None", "float | None")]
-    assert len(numeric) == 16
+    assert len(numeric) == 17
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
@@ -143,6 +144,7 @@ FLAG_ERRORS = [
     (["--grad-clip-norm", "-1"], "--grad-clip-norm: expected a number > 0 or null, got -1.0"),
     (["--batch-size", "1"], "--batch-size: expected an integer >= 2, got 1"),
     (["--workers", "1.5"], "--workers: expected an integer >= 0, got '1.5'"),
+    (["--prefetch-factor", "0"], "--prefetch-factor: expected an integer >= 1, got 0"),
     (["--precision", "fp8"], "--precision: expected one of fp32, bf16, fp16, got 'fp8'"),
     (["--on-bad-sample", "ignore"], "--on-bad-sample: expected one of skip, error, got 'ignore'"),
 ]

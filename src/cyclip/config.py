@@ -263,6 +263,7 @@ class TrainConfig(CheckedConfig):
     precision: str = option("fp32", "fp32, or autocast with bf16 / fp16", choices=PRECISIONS)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps; auto = cuda when available")
     workers: int = option(2, "data-loading processes", minimum=0)
+    prefetch_factor: int = option(2, "batches each data-loading process prepares ahead", minimum=1)
     seed: int = option(0, "seed for initialisation, data order and augmentation", minimum=0, maximum=2**32 - 1)
     output: str = option("runs/cyclip", "folder for checkpoints, metrics.jsonl, TensorBoard and config.yaml")
     resume: str | None = option(None, "'latest' (OUTPUT/latest.pt) or a checkpoint path to continue from exactly")
