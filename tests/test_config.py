@@ -28,6 +28,8 @@ ACCEPTED = [
     ("grad_clip_norm", "1", 1.0),
     ("inmodal", True, True),
     ("precision", "bf16", "bf16"),
+    ("precision", "auto", "auto"),
+    ("compile", True, True),
     ("prefetch_factor", "4", 4),
     ("inmodal_image_augmentation", "none", "none"),
 ]
@@ -55,7 +57,7 @@ REFUSED_TYPES = [
     ("inmodal", 1, "true or false"),
     ("model", 50, "a string"),
     ("train_data", ["a.csv", "b.csv"], "a string or null"),
-    ("precision", "fp8", "one of fp32, bf16, fp16"),
+    ("precision", "fp8", "one of auto, fp32, bf16, fp16"),
     ("on_bad_sample", "ignore", "one of skip, error"),
     ("dataset_type", ["csv"], "one of auto, csv, webdataset"),
 ]
@@ -145,7 +147,7 @@ FLAG_ERRORS = [
     (["--batch-size", "1"], "--batch-size: expected an integer >= 2, got 1"),
     (["--workers", "1.5"], "--workers: expected an integer >= 0, got '1.5'"),
     (["--prefetch-factor", "0"], "--prefetch-factor: expected an integer >= 1, got 0"),
-    (["--precision", "fp8"], "--precision: expected one of fp32, bf16, fp16, got 'fp8'"),
+    (["--precision", "fp8"], "--precision: expected one of auto, fp32, bf16, fp16, got 'fp8'"),
     (["--on-bad-sample", "ignore"], "--on-bad-sample: expected one of skip, error, got 'ignore'"),
 ]
 

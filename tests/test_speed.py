@@ -1,7 +1,9 @@
-"""The speed options and what measures them: kept data-loader workers."""
+"""The speed options and what measures them: kept data-loader workers, --precision auto, the fused
+optimizer and --compile (against eager)."""
 
 from __future__ import annotations
 
+import copy
 import io
 
 import numpy as np
@@ -16,6 +18,10 @@ from cyclip.data import ImageCaptionDataset, write_digits_demo
 from cyclip.data.loading import PairBatches
 from cyclip.data.seeding import SeededSamples
 from cyclip.data.shards import ShardBatches
+from cyclip.losses import cyclip_loss
+from cyclip.models import create_model
+from cyclip.runtime import resolve_precision
+from cyclip.train import build_optimizer
 from tests.helpers.stand_ins import CharTokenizer, to_tensor
 
 
@@ -98,3 +104,36 @@ def test_persistent_workers_leave_the_global_random_state_alone(digits):
     state = torch.get_rng_state()
     next(iter(batches.epoch(0)))
     assert torch.equal(torch.get_rng_state(), state)  # a resumed run and a continuous one see the same stream
+
+
+def test_precision_auto_is_fp32_on_cpu_and_explicit_choices_stay():
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert TrainConfig().precision == "auto"
+
+
+def test_adamw_uses_the_fused_kernel_on_cpu():
+    model, *_ = create_model("cyclip-rn-tiny")
+    optimizer = build_optimizer(model, TrainConfig())
+    assert all(group["fused"] for group in optimizer.param_groups)
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_eager_loss_and_gradients():
+    torch.manual_seed(0)
+    eager, *_ = create_model("cyclip-rn-tiny")
+    compiled = copy.deepcopy(eager)
+    compiled.compile()
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(8, 3, 64, 64, generator=generator)
+    tokens = torch.randint(1, 49407, (8, 32), generator=generator)
+    losses = []
+    for model in (eager, compiled):
+        image_features, text_features, _ = model(images, tokens)
+        output = cyclip_loss(image_features, text_features, model.logit_scale, 0.25, 0.25)
+        output.total.backward()
+        losses.append(torch.stack(list(output)).detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints keep their keys
+    for (name, reference), (_, parameter) in zip(eager.named_parameters(), compiled.named_parameters(), strict=True):
+        torch.testing.assert_close(parameter.grad, reference.grad, rtol=1e-3, atol=1e-5, msg=name)

@@ -21,7 +21,7 @@ import yaml
 
 from cyclip.files import read_yaml_mapping
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
 IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment", "none")
@@ -260,7 +260,15 @@ class TrainConfig(CheckedConfig):
     grad_checkpointing: bool = option(
         False, "recompute activations in the backward pass: less memory, larger batches, one more forward pass"
     )
-    precision: str = option("fp32", "fp32, or autocast with bf16 / fp16", choices=PRECISIONS)
+    precision: str = option(
+        "auto",
+        "auto = bf16 autocast on a CUDA GPU with native bf16 (Ampere or later), else fp32 (the log's first line "
+        "says which); fp32; or autocast with bf16 / fp16 (fp16 with a gradient scaler)",
+        choices=PRECISIONS,
+    )
+    compile: bool = option(
+        False, "torch.compile the model (both towers; the loss stays eager): faster steps after a slow first one"
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps; auto = cuda when available")
     workers: int = option(2, "data-loading processes", minimum=0)
     prefetch_factor: int = option(2, "batches each data-loading process prepares ahead", minimum=1)
