@@ -10,13 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from cyclip import distributed
 from cyclip.checkpoints import read_checkpoint, replace_with_link, save_checkpoint
@@ -29,6 +27,7 @@ from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.metrics_log import MetricsWriter
 from cyclip.models import convolutional_image_tower, create_model
 from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective
+from cyclip.progress import IntervalClock, TrainProgress, peak_memory, terms_text
 from cyclip.runtime import autocast, resolve_device, resolve_precision, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("cyclip.train")
@@ -225,21 +224,16 @@ class Trainer:
         first_bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
         step_on_device = torch.full((), self.step, device=self.device, dtype=torch.long)
         skipped = torch.zeros((), dtype=torch.long)
-        count, last_log_time, last_log_step = 0, time.perf_counter(), self.step
+        count, clock = 0, IntervalClock(self.step)
         summary: dict[str, float] = {}
-        progress = tqdm(
-            total=self.steps_per_epoch,
-            desc=f"epoch {self.epoch + 1}/{config.epochs}",
-            disable=not self.is_main,
-            leave=False,
-            dynamic_ncols=True,
-        )
+        self.progress.start_epoch(self.epoch)
         for _ in range(self.steps_per_epoch):
             micro_batches = []
-            for _ in range(config.accum_freq):
-                batch = next(batches)
-                skipped += batch.skipped.sum()
-                micro_batches.append(batch.to(self.device))
+            with clock.waiting_for_data():
+                for _ in range(config.accum_freq):
+                    batch = next(batches)
+                    skipped += batch.skipped.sum()
+                    micro_batches.append(batch.to(self.device))
             output = self._optimizer_step(micro_batches)
             values = torch.stack([part.detach().float() for part in output])
             newly_bad = (first_bad_step < 0) & ~torch.isfinite(values).all()
@@ -248,17 +242,17 @@ class Trainer:
             sums += values
             count += 1
             self.step += 1
-            progress.update(1)
+            self.progress.advance()
             if count == config.log_every or self.step == (self.epoch + 1) * self.steps_per_epoch:
-                summary = self._log_train(metrics, sums / count, first_bad_step, skipped, last_log_time, last_log_step)
-                progress.set_postfix(loss=f"{summary[TERM_NAMES.loss]:.4f}", scale=f"{summary['logit_scale']:.1f}")
+                summary = self._log_train(metrics, sums / count, first_bad_step, skipped, clock)
                 sums.zero_()
-                count, last_log_time, last_log_step = 0, time.perf_counter(), self.step
-        progress.close()
+                count = 0
+                clock.restart(self.step)
+        self.progress.end_epoch()
         return summary
 
-    def _log_train(self, metrics, means, first_bad_step, skipped, since, since_step) -> dict[str, float]:
-        bad = int(first_bad_step)
+    def _log_train(self, metrics, means, first_bad_step, skipped, clock: IntervalClock) -> dict[str, float]:
+        bad = int(first_bad_step)  # the interval's one host sync: every step before it has finished
         if bad >= 0:
             raise NonFiniteLossError(
                 f"the loss became non-finite at step {bad} (epoch {self.epoch + 1}); training stopped and the last "
@@ -266,16 +260,17 @@ class Trainer:
             )
         self.skipped_samples += int(skipped)
         skipped.zero_()
-        elapsed = time.perf_counter() - since
-        samples = (self.step - since_step) * self.config.batch_size * self.config.accum_freq * distributed.world_size()
+        samples_per_step = self.config.batch_size * self.config.accum_freq
         summary = {
             **LossTerms(*means.tolist()).as_dict(),
             "lr": self.scheduler.get_last_lr()[0],
             "logit_scale": unwrap(self.model).logit_scale.exp().item(),
-            "samples_per_second": samples / max(elapsed, 1e-9),
+            **clock.timings(self.step, samples_per_step, distributed.world_size()),
+            **peak_memory(self.device),
             "skipped_samples": self.skipped_samples,
         }
         metrics.write("train", self.step, self.epoch, summary)
+        self.progress.report(self.step, self.epoch, summary)
         return summary
 
     @torch.no_grad()
@@ -323,6 +318,7 @@ class Trainer:
             ", compiled" if config.compile else "",
         )
         metrics = MetricsWriter(self.output, enabled=self.is_main)
+        self.progress = TrainProgress(self.steps_per_epoch, config.epochs, self.step, enabled=self.is_main)
         history, checkpoint = [], self.output / "latest.pt"
         try:
             while self.epoch < config.epochs:
@@ -350,6 +346,7 @@ class Trainer:
                 if self.is_main:
                     log.info("%s", _format_epoch(summary))
         finally:
+            self.progress.close()
             metrics.close()
         return TrainResult(output=self.output, checkpoint=checkpoint, history=history)
 
@@ -374,12 +371,7 @@ def _format_epoch(summary: dict[str, Any]) -> str:
     parts = [f"epoch {summary['epoch']}"]
     for split in ("train", "val"):
         if split in summary and summary[split]:
-            values = summary[split]
-            terms = LossTerms(**{name: values[name] for name in TERM_NAMES})
-            parts.append(
-                f"{split} loss {terms.loss:.4f} (contrastive {terms.contrastive:.4f}, "
-                f"in-modal {terms.inmodal_cyclic:.4f}, cross-modal {terms.crossmodal_cyclic:.4f})"
-            )
+            parts.append(f"{split} {terms_text(summary[split])}")
     if "zeroshot" in summary:
         parts.append(f"zero-shot top-1 {100 * summary['zeroshot']['top1']:.1f}%")
     return " | ".join(parts)
