@@ -53,3 +53,51 @@ def test_paper_evaluation_suite_parses_and_names_every_benchmark():
     assert {spec.task for spec in specs} == {"zeroshot", "linear-probe"}
     assert all(spec.root for spec in specs)  # named datasets are read from a local copy
     assert len({spec.label for spec in specs}) == len(specs)  # one report row per task
+
+
+@pytest.fixture(scope="module")
+def digits_csvs(tmp_path_factory):
+    from cyclip.data import write_digits_demo
+
+    data = write_digits_demo(tmp_path_factory.mktemp("digits"), seed=0)
+    return data.train_csv, data.val_csv
+
+
+def _rows(csv: Path) -> int:
+    return len(csv.read_text().splitlines()) - 1  # one header line
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_dry_run_of_every_recipe_prints_the_resolved_plan_and_writes_nothing(
+    recipe, digits_csvs, tmp_path, monkeypatch, capsys
+):
+    import open_clip
+
+    from cyclip.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the recipes' outputs are relative: runs/...
+    train_csv, val_csv = digits_csvs
+    config = CONFIGS / f"cc3m-rn50-{recipe}.yaml"
+    flags = ["--train-data", str(train_csv), "--val-data", str(val_csv), "--workers", "0", "--dry-run"]
+    assert main(["train", "--config", str(config), *flags]) == 0
+
+    plan = capsys.readouterr().out
+    parameters = sum(p.numel() for p in open_clip.create_model("RN50").parameters())
+    steps = _rows(train_csv) // 128
+    assert f"{parameters / 1e6:.1f} M parameters" in plan
+    assert f"{_rows(train_csv):,} training pairs" in plan and f"validation {_rows(val_csv):,} pairs" in plan
+    assert "global 128 = 128 per process x 1 accumulation x 1 process(es)" in plan
+    assert f"64 epochs x {steps:,} steps = {64 * steps:,} steps" in plan
+    lambdas = RECIPES[recipe]
+    assert f"clip loss, lambda_inmodal {lambdas[0]:g}, lambda_crossmodal {lambdas[1]:g}" in plan
+    assert "warm-up (10,000 steps) is not shorter than the run" in plan  # the digits are far smaller than CC3M
+    assert list(tmp_path.iterdir()) == []  # nothing written: no output folder, no log
+
+
+def test_dry_run_names_missing_data_in_one_line(tmp_path, monkeypatch, capsys):
+    from cyclip.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(CONFIGS / "cc3m-rn50-clip.yaml"), "--dry-run"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "data/cc3m/train/00000.tar: shard not found" in error

@@ -11,18 +11,25 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cyclip.files import write_atomically
+from cyclip.provenance import provenance
 
 __all__ = ["read_checkpoint", "replace_with_link", "save_checkpoint"]
 
 
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> None:
-    """Write `payload` with `torch.save` so that `path` holds either the old file or the complete new one."""
+    """Write `payload` with `torch.save` so that `path` holds either the old file or the complete new one.
+
+    A `provenance` entry (versions, git commit, command line: strings, readable weights-only) is added unless
+    the payload has one.
+    """
+    payload = {**payload, "provenance": payload.get("provenance") or provenance()}
     write_atomically(path, lambda file: torch.save(payload, file))
 
 
@@ -46,6 +53,13 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found; pass the path of an existing .pt file")
+    if _is_torchscript_archive(path):
+        raise ValueError(
+            f"{path}: refused to load: a TorchScript archive (the format of OpenAI's original CLIP releases), which "
+            "torch loads only together with the code it holds; take the same weights as a state dict from open_clip "
+            "(e.g. `hf download timm/vit_base_patch32_clip_224.openai open_clip_pytorch_model.bin` for ViT-B/32), or "
+            "convert a file you trust once with torch.jit.load(...).state_dict() and torch.save"
+        )
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -64,6 +78,14 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: holds a {type(checkpoint).__name__}, expected a dict of weights")
     return checkpoint
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """Whether `path` is a zip archive holding TorchScript code (a `constants.pkl` entry), as torch.jit.save writes."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
 
 
 def _unpickling_reason(error: pickle.UnpicklingError) -> str:

@@ -17,8 +17,12 @@ class MetricsWriter:
             self.jsonl = (output / "metrics.jsonl").open("a")
             self.tensorboard = SummaryWriter(str(output / "tensorboard"))
 
-    def write(self, split: str, step: int, epoch: int, values: dict[str, float]) -> None:
-        """One record: a line {"split", "step", "epoch", **values}, and each value as the scalar `split/name`."""
+    def write(self, split: str, step: int, epoch: float, values: dict[str, float]) -> None:
+        """One record: a line {"split", "step", "epoch", **values}, and each value as the scalar `split/name`.
+
+        `epoch` is the training done when the record is written, in epochs, on every split alike: a training
+        record half-way through the second epoch has 1.5, the validation record after it 2.
+        """
         if not self.enabled:
             return
         self.jsonl.write(json.dumps({"split": split, "step": step, "epoch": epoch, **values}) + "\n")
