@@ -134,7 +134,7 @@ def test_each_log_interval_records_data_and_step_time(digits, tmp_path, caplog):
         assert "peak_memory_gib" not in record  # CUDA only
     messages = [record.getMessage() for record in caplog.records]
     assert "fp32 (--precision auto) on cpu" in messages[0]
-    assert sum(message.startswith("step ") and "% | ETA " in message for message in messages) == 2
+    assert sum(message.startswith("step ") and "| ETA " in message for message in messages) == 2
 
 
 def _expected_lr(step: int, peak: float, warmup: int, total: int) -> float:
