@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/objective.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/data_loading.py
 	$(BIN)/python benchmarks/communication.py
 	$(BIN)/python benchmarks/evaluation.py
 	$(BIN)/python benchmarks/search.py

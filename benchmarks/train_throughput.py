@@ -1,56 +1,32 @@
-"""Training throughput: `cyclip train` (CLIP and CyCLIP) against OpenCLIP's own trainer
-(`open_clip_train.main`) on the same CSV, model, batch size, precision and worker count.
+"""Training throughput on CPU, measured from outside: `cyclip train` against OpenCLIP's own trainer
+(`open_clip_train.main`) on the digits CSV, with the same model, batch size, precision and workers.
 
-Each trainer reports its own steady-state samples/s (data loading included) over log intervals; the
-first interval (warm-up, worker start) is dropped and the median of the rest is reported.
+Both trainers run as whole processes, one after the other, alternating which goes first, for
+`--pairs` pairs. For each run this reports the wall time of the whole process and the time from the
+log line that ends the first epoch (warm-up: imports, model build, first worker start) to the line
+that ends the last one, stamped as the lines arrive (`trainer_runs`); samples/s is derived from that.
+The ratio is the median over pairs of OpenCLIP's time / cyclip's time, so > 1 means cyclip is faster.
 
-    python benchmarks/train_throughput.py [--model cyclip-rn-tiny] [--batch-size 64] [--workers 2]
+    python benchmarks/train_throughput.py [--pairs 3] [--epochs 2] [--variants clip,compile,cyclip]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from trainer_runs import RunTiming, cyclip_command, openclip_command, run_timed
+
 from cyclip.data import write_digits_demo
 
-# OpenCLIP's trainer, in a process where cyclip's bundled model configs are registered with open_clip.
-OPENCLIP_MAIN = "import sys, cyclip.models; from open_clip_train.main import main; main(sys.argv[1:])"
-
-
-def cyclip_samples_per_second(csv: Path, output: Path, args, lambdas: tuple[float, float]) -> float:
-    command = [
-        sys.executable, "-m", "cyclip", "train", "--train-data", str(csv), "--model", args.model,
-        "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--precision", args.precision,
-        "--epochs", str(args.epochs), "--warmup", "10", "--log-every", str(args.log_every), "--output", str(output),
-        "--lambda-inmodal", str(lambdas[0]), "--lambda-crossmodal", str(lambdas[1]), "--device", "cpu",
-    ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True)
-    records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["samples_per_second"] for r in records if r["split"] == "train"]
-    return statistics.median(rates[1:])
-
-
-def openclip_samples_per_second(csv: Path, output: Path, args) -> float:
-    precision = {"fp32": "fp32", "bf16": "amp_bf16", "fp16": "amp"}[args.precision]
-    command = [
-        sys.executable, "-c", OPENCLIP_MAIN, "--train-data", csv.name, "--dataset-type", "csv",
-        "--csv-img-key", "filepath", "--csv-caption-key", "title", "--csv-separator", ",", "--model", args.model,
-        "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--precision", precision,
-        "--epochs", str(args.epochs), "--warmup", "10", "--log-every-n-steps", str(args.log_every),
-        "--logs", str(output), "--name", "run", "--report-to", "", "--save-frequency", "0", "--device", "cpu",
-    ]  # fmt: skip
-    # OpenCLIP opens image paths relative to the working directory, so run it from the CSV's folder.
-    subprocess.run(command, check=True, capture_output=True, cwd=csv.parent)
-    log = (output / "run" / "out.log").read_text()
-    batch_times = [float(t) for t in re.findall(r"Batch \(t\): ([\d.]+)", log)]
-    return args.batch_size / statistics.median(batch_times[1:])
+VARIANTS = {  # cyclip runs besides OpenCLIP: name -> extra `cyclip train` flags
+    "clip": {},
+    "cyclip": {"lambda_inmodal": 0.25, "lambda_crossmodal": 0.25},
+    "compile": {"compile": True},
+}
+LABELS = {"clip": "cyclip, CLIP", "cyclip": "cyclip, CyCLIP (0.25/0.25)", "compile": "cyclip, CLIP, --compile"}
 
 
 def main() -> None:
@@ -59,29 +35,77 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per step")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes for both trainers")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="training precision")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (2874 pairs each)")
-    parser.add_argument("--log-every", type=int, default=5, help="steps per measured interval")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (the first is the warm-up)")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating (cyclip, OpenCLIP) pairs of runs")
+    parser.add_argument(
+        "--variants", default="clip", help=f"comma-separated cyclip runs per pair: {', '.join(VARIANTS)}"
+    )
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first epoch is the warm-up")
+    variants = args.variants.split(",")
+    unknown = [name for name in variants if name not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         data = write_digits_demo(scratch / "data")
-        openclip = openclip_samples_per_second(data.train_csv, scratch / "openclip", args)
-        clip = cyclip_samples_per_second(data.train_csv, scratch / "clip", args, (0.0, 0.0))
-        cyclip = cyclip_samples_per_second(data.train_csv, scratch / "cyclip", args, (0.25, 0.25))
+        pairs = sum(1 for _ in data.train_csv.open()) - 1
+        steps_per_epoch = pairs // args.batch_size
+        common = dict(
+            model=args.model, batch_size=args.batch_size, workers=args.workers, precision=args.precision,
+            epochs=args.epochs,
+        )  # fmt: skip
+        runs: dict[str, list[RunTiming]] = {name: [] for name in ["openclip", *variants]}
 
-    print(f"{args.model}, batch {args.batch_size}, {args.workers} workers, {args.precision}, CPU")
+        def run(name: str, index: int) -> None:
+            output = scratch / f"{name}-{index}"
+            if name == "openclip":
+                command = openclip_command(
+                    data.train_csv.name, output, **common, dataset_type="csv", csv_img_key="filepath",
+                    csv_caption_key="title", csv_separator=",", device="cpu",
+                )  # fmt: skip
+                cwd = data.train_csv.parent  # OpenCLIP opens image paths relative to the working directory
+            else:
+                command = cyclip_command(str(data.train_csv), output, **common, device="cpu", **VARIANTS[name])
+                cwd = None
+            timing = run_timed(name, command, args.batch_size, steps_per_epoch, cwd=cwd)
+            runs[name].append(timing)
+            print(
+                f"  pair {index + 1}: {name:9s} whole run {timing.wall_seconds:6.1f} s, epochs 2-{args.epochs} "
+                f"{timing.seconds_between(steps_per_epoch):6.1f} s",
+                flush=True,
+            )
+
+        for index in range(args.pairs):
+            order = ["openclip", *variants] if index % 2 else [*variants, "openclip"]
+            for name in order:
+                run(name, index)
+
     print()
-    print("| trainer | samples/s | vs OpenCLIP |")
-    print("|---|---|---|")
-    for name, rate in (
-        ("OpenCLIP (open_clip_train.main)", openclip),
-        ("cyclip, CLIP", clip),
-        ("cyclip, CyCLIP", cyclip),
-    ):
-        print(f"| {name} | {rate:.1f} | {rate / openclip:.2f}x |")
+    print(
+        f"{args.model}, batch {args.batch_size}, {args.workers} workers, {args.precision}, CPU, {args.epochs} epochs "
+        f"of {steps_per_epoch} steps; median of {args.pairs} alternating pairs"
+    )
     print()
-    print(f"regularizer cost per step (CyCLIP vs CLIP within cyclip): {100 * (clip / cyclip - 1):+.1f}%")
+    print("| trainer | whole run (s) | epochs 2-E (s) | samples/s after warm-up | speed vs OpenCLIP (after warm-up) "
+          "| speed vs OpenCLIP (whole run) |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    openclip = runs["openclip"]
+    for name, timings in runs.items():
+        ratio = statistics.median(
+            o.seconds_between(steps_per_epoch) / t.seconds_between(steps_per_epoch)
+            for o, t in zip(openclip, timings, strict=True)
+        )
+        whole = statistics.median(o.wall_seconds / t.wall_seconds for o, t in zip(openclip, timings, strict=True))
+        label = "OpenCLIP (open_clip_train.main)" if name == "openclip" else LABELS[name]
+        print(
+            f"| {label} | {statistics.median(t.wall_seconds for t in timings):.1f} "
+            f"| {statistics.median(t.seconds_between(steps_per_epoch) for t in timings):.1f} "
+            f"| {statistics.median(t.samples_per_second(steps_per_epoch) for t in timings):.1f} "
+            f"| {ratio:.2f}x | {whole:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ ACCEPTED = [
     ("grad_clip_norm", "1", 1.0),
     ("inmodal", True, True),
     ("precision", "bf16", "bf16"),
+    ("precision", "auto", "auto"),
+    ("compile", True, True),
+    ("prefetch_factor", "4", 4),
     ("precision", "amp", "fp16"),  # OpenCLIP's names of the same autocast modes
     ("precision", "amp_bf16", "bf16"),
     ("precision", "amp_bfloat16", "bf16"),
@@ -57,7 +60,7 @@ REFUSED_TYPES = [
     ("inmodal", 1, "true or false"),
     ("model", 50, "a string"),
     ("train_data", ["a.csv", "b.csv"], "a string or null"),
-    ("precision", "fp8", "one of fp32, bf16, fp16"),
+    ("precision", "fp8", "one of auto, fp32, bf16, fp16"),
     ("on_bad_sample", "ignore", "one of skip, error"),
     ("dataset_type", ["csv"], "one of auto, csv, webdataset"),
 ]
@@ -124,7 +127,7 @@ def test_bounds_are_inclusive_where_the_help_says_so():
 
 def test_every_numeric_option_has_a_documented_range_shown_in_the_help(capsys):
     numeric = [item for item in fields(TrainConfig) if item.type in ("int", "float", "int | None", "float | None")]
-    assert len(numeric) == 19
+    assert len(numeric) == 20
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
@@ -146,7 +149,8 @@ FLAG_ERRORS = [
     (["--grad-clip-norm", "-1"], "--grad-clip-norm: expected a number > 0 or null, got -1.0"),
     (["--batch-size", "1"], "--batch-size: expected an integer >= 2, got 1"),
     (["--workers", "1.5"], "--workers: expected an integer >= 0, got '1.5'"),
-    (["--precision", "fp8"], "--precision: expected one of fp32, bf16, fp16, got 'fp8'"),
+    (["--prefetch-factor", "0"], "--prefetch-factor: expected an integer >= 1, got 0"),
+    (["--precision", "fp8"], "--precision: expected one of auto, fp32, bf16, fp16, got 'fp8'"),
     (
         ["--precision", "pure_bf16"],
         "--precision: OpenCLIP's pure_bf16 stores the weights themselves in bf16; cyclip "
@@ -174,7 +178,7 @@ YAML_ERRORS = [
     ("grad_clip_norm: -1", "grad_clip_norm: expected a number > 0 or null, got -1.0"),
     ("inmodal: 1", "inmodal: expected true or false, got 1"),
     ("model: [RN50]", "model: expected a string, got ['RN50']"),
-    ("precision: [amp]", "precision: expected one of fp32, bf16, fp16, got ['amp']"),
+    ("precision: [amp]", "precision: expected one of auto, fp32, bf16, fp16, got ['amp']"),
     (
         "precision: pure_fp16",
         "precision: OpenCLIP's pure_fp16 stores the weights themselves in fp16; cyclip keeps float32 weights "

@@ -23,7 +23,7 @@ from cyclip.files import read_yaml_mapping, write_text_atomically
 from cyclip.provenance import provenance
 
 LOSSES = ("clip", "siglip")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # OpenCLIP's names for our autocast modes (float32 weights, the forward pass autocast; fp16 with a gradient scaler).
 PRECISION_ALIASES = {"amp": "fp16", "amp_bf16": "bf16", "amp_bfloat16": "bf16"}
 # OpenCLIP's low-precision-weight modes, and why cyclip does not train that way.
@@ -312,13 +312,18 @@ class TrainConfig(CheckedConfig):
         False, "recompute activations in the backward pass: less memory, larger batches, one more forward pass"
     )
     precision: str = option(
-        "fp32",
-        "fp32, or float32 weights with the forward pass autocast to bf16 / fp16 (fp16 with a gradient scaler); "
-        "OpenCLIP's amp and amp_bf16 are accepted for fp16 and bf16",
+        "auto",
+        "auto = bf16 autocast on a CUDA GPU with native bf16 (Ampere or later), else fp32 (the log's first line "
+        "says which); fp32; or float32 weights with the forward pass autocast to bf16 / fp16 (fp16 with a gradient "
+        "scaler); OpenCLIP's amp and amp_bf16 are accepted for fp16 and bf16",
         choices=PRECISIONS,
+    )
+    compile: bool = option(
+        False, "torch.compile the model (both towers; the loss stays eager): faster steps after a slow first one"
     )
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps; auto = cuda when available")
     workers: int = option(2, "data-loading processes", minimum=0)
+    prefetch_factor: int = option(2, "batches each data-loading process prepares ahead", minimum=1)
     seed: int = option(0, "seed for initialisation, data order and augmentation", minimum=0, maximum=2**32 - 1)
     output: str = option("runs/cyclip", "folder for checkpoints, metrics.jsonl, TensorBoard and config.yaml")
     resume: str | None = option(None, "'latest' (OUTPUT/latest.pt) or a checkpoint path to continue from exactly")

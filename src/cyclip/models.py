@@ -44,6 +44,7 @@ __all__ = [
     "OPEN_CLIP_CONFIG_NAME",
     "OPEN_CLIP_WEIGHTS_NAME",
     "available_models",
+    "convolutional_image_tower",
     "create_model",
     "load_checkpoint",
     "load_model",
@@ -257,6 +258,12 @@ def model_from_checkpoint(
     model, preprocess_train, preprocess_val = _build(name, device)
     _load_exactly(model, _strip_module_prefix(checkpoint["model"]), name, source=str(source))
     return model, preprocess_train, preprocess_val, open_clip.get_tokenizer(name)
+
+
+def convolutional_image_tower(model: torch.nn.Module) -> bool:
+    """True for a ResNet-style image tower (many convolutions), where channels_last memory speeds up the
+    convolutions on a GPU; a ViT has a single one, its patch embedding."""
+    return sum(isinstance(module, torch.nn.Conv2d) for module in model.get_submodule("visual").modules()) > 1
 
 
 # --- helpers -----------------------------------------------------------------------------------------

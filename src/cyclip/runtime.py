@@ -64,6 +64,17 @@ def _mps_available() -> bool:
     return backend is not None and backend.is_available()
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` = bf16 autocast on a CUDA device with native bf16 (Ampere or later; no loss scaling needed),
+    fp32 elsewhere, including GPUs that would only emulate bf16; any other precision as given."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    with torch.cuda.device(device):
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Autocast to bf16 / fp16 on `device` for those precisions; nothing for fp32."""
     dtype = AUTOCAST_DTYPES.get(precision)

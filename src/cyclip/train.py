@@ -10,13 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from cyclip import distributed
 from cyclip.checkpoints import read_checkpoint, replace_with_link, save_checkpoint
@@ -27,9 +25,10 @@ from cyclip.distributed import unwrap
 from cyclip.errors import NonFiniteLossError
 from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.metrics_log import MetricsWriter
-from cyclip.models import create_model, lock_towers
+from cyclip.models import convolutional_image_tower, create_model, lock_towers
 from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective, logit_parameters
-from cyclip.runtime import autocast, resolve_device, rng_state, seed_everything, set_rng_state
+from cyclip.progress import IntervalClock, TrainProgress, peak_memory, terms_text
+from cyclip.runtime import autocast, resolve_device, resolve_precision, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("cyclip.train")
 
@@ -44,7 +43,12 @@ class TrainResult:
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only: gains, biases and the logit scale are exempt."""
+    """AdamW with weight decay on weight matrices only: gains, biases and the logit scale are exempt.
+
+    The fused kernel (one pass over all parameters) when the model is on CUDA or the CPU, where it beats
+    the default per-parameter loop (about 1.7x on cyclip-rn-tiny's update on CPU); the multi-tensor one
+    elsewhere.
+    """
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
@@ -52,7 +56,9 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
         exempt = parameter.ndim < 2 or "logit_scale" in name or name.endswith(".bias")
         (no_decay if exempt else decay).append(parameter)
     groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": config.wd}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps)
+    device = next(model.parameters()).device
+    kernel = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps, **kernel)
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -75,6 +81,7 @@ class Trainer:
             raise ValueError("--train-data is required: a CSV/TSV of image paths and captions, or WebDataset shards")
         self.config = config
         self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
         self.output = Path(config.output)
         if not config.resume and (self.output / "latest.pt").exists():
             raise ValueError(
@@ -91,6 +98,8 @@ class Trainer:
         lock_towers(model, **config.lock_options())
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
+        if self.device.type == "cuda" and convolutional_image_tower(model):
+            model.visual.to(memory_format=torch.channels_last)
         self.model = model
         self.objective = build_objective(config)
         augment = None
@@ -115,12 +124,14 @@ class Trainer:
             )
         self.optimizer = build_optimizer(model, config)
         self.scheduler = cosine_with_warmup(self.optimizer, config.warmup, self.steps_per_epoch * config.epochs)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.step = 0
         self.epoch = 0
         self.skipped_samples = 0
         if config.resume:
             self._resume(config.resume)
+        if config.compile:
+            model.compile()  # in place: the state dict keeps its keys; the loss stays outside the graph
         if distributed.is_distributed():
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -165,7 +176,7 @@ class Trainer:
     # --- one optimizer step ------------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.device, self.config.precision)
+        return autocast(self.device, self.precision)
 
     def _optimizer_step(self, micro_batches: list[PairBatch]) -> LossTerms[torch.Tensor]:
         """One step over `accum_freq` micro-batches, with the loss over all of them together.
@@ -215,21 +226,16 @@ class Trainer:
         first_bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
         step_on_device = torch.full((), self.step, device=self.device, dtype=torch.long)
         skipped = torch.zeros((), dtype=torch.long)
-        count, last_log_time, last_log_step = 0, time.perf_counter(), self.step
+        count, clock = 0, IntervalClock(self.step)
         summary: dict[str, float] = {}
-        progress = tqdm(
-            total=self.steps_per_epoch,
-            desc=f"epoch {self.epoch + 1}/{config.epochs}",
-            disable=not self.is_main,
-            leave=False,
-            dynamic_ncols=True,
-        )
+        self.progress.start_epoch(self.epoch)
         for _ in range(self.steps_per_epoch):
             micro_batches = []
-            for _ in range(config.accum_freq):
-                batch = next(batches)
-                skipped += batch.skipped.sum()
-                micro_batches.append(batch.to(self.device))
+            with clock.waiting_for_data():
+                for _ in range(config.accum_freq):
+                    batch = next(batches)
+                    skipped += batch.skipped.sum()
+                    micro_batches.append(batch.to(self.device))
             output = self._optimizer_step(micro_batches)
             values = torch.stack([part.detach().float() for part in output])
             newly_bad = (first_bad_step < 0) & ~torch.isfinite(values).all()
@@ -238,17 +244,17 @@ class Trainer:
             sums += values
             count += 1
             self.step += 1
-            progress.update(1)
+            self.progress.advance()
             if count == config.log_every or self.step == (self.epoch + 1) * self.steps_per_epoch:
-                summary = self._log_train(metrics, sums / count, first_bad_step, skipped, last_log_time, last_log_step)
-                progress.set_postfix(loss=f"{summary[TERM_NAMES.loss]:.4f}", scale=f"{summary['logit_scale']:.1f}")
+                summary = self._log_train(metrics, sums / count, first_bad_step, skipped, clock)
                 sums.zero_()
-                count, last_log_time, last_log_step = 0, time.perf_counter(), self.step
-        progress.close()
+                count = 0
+                clock.restart(self.step)
+        self.progress.end_epoch()
         return summary
 
-    def _log_train(self, metrics, means, first_bad_step, skipped, since, since_step) -> dict[str, float]:
-        bad = int(first_bad_step)
+    def _log_train(self, metrics, means, first_bad_step, skipped, clock: IntervalClock) -> dict[str, float]:
+        bad = int(first_bad_step)  # the interval's one host sync: every step before it has finished
         if bad >= 0:
             raise NonFiniteLossError(
                 f"the loss became non-finite at step {bad} (epoch {self.epoch + 1}); training stopped and the last "
@@ -256,16 +262,17 @@ class Trainer:
             )
         self.skipped_samples += int(skipped)
         skipped.zero_()
-        elapsed = time.perf_counter() - since
-        samples = (self.step - since_step) * self.config.batch_size * self.config.accum_freq * distributed.world_size()
+        samples_per_step = self.config.batch_size * self.config.accum_freq
         summary = {
             **LossTerms(*means.tolist()).as_dict(),
             "lr": self.scheduler.get_last_lr()[0],
             "logit_scale": unwrap(self.model).logit_scale.exp().item(),
-            "samples_per_second": samples / max(elapsed, 1e-9),
+            **clock.timings(self.step, samples_per_step, distributed.world_size()),
+            **peak_memory(self.device),
             "skipped_samples": self.skipped_samples,
         }
         metrics.write("train", self.step, round(self.step / self.steps_per_epoch, 4), summary)  # epochs done
+        self.progress.report(self.step, self.epoch, summary)
         return summary
 
     @torch.no_grad()
@@ -298,7 +305,7 @@ class Trainer:
         global_batch = config.batch_size * config.accum_freq * distributed.world_size()
         log.info(
             "training %s on %d pairs, global batch %d (%d per process x %d accumulation x %d processes), "
-            "%d steps per epoch, lambdas %.3g/%.3g, %s on %s",
+            "%d steps per epoch, lambdas %.3g/%.3g, %s on %s%s",
             config.model,
             self.train_set.num_samples,
             global_batch,
@@ -308,10 +315,12 @@ class Trainer:
             self.steps_per_epoch,
             config.lambda_inmodal,
             config.lambda_crossmodal,
-            config.precision,
+            self.precision + (" (--precision auto)" if config.precision == "auto" else ""),
             self.device,
+            ", compiled" if config.compile else "",
         )
         metrics = MetricsWriter(self.output, enabled=self.is_main)
+        self.progress = TrainProgress(self.steps_per_epoch, config.epochs, self.step, enabled=self.is_main)
         history, checkpoint = [], self.output / "latest.pt"
         try:
             while self.epoch < config.epochs:
@@ -339,6 +348,7 @@ class Trainer:
                 if self.is_main:
                     log.info("%s", _format_epoch(summary))
         finally:
+            self.progress.close()
             metrics.close()
         return TrainResult(output=self.output, checkpoint=checkpoint, history=history)
 
@@ -363,12 +373,7 @@ def _format_epoch(summary: dict[str, Any]) -> str:
     parts = [f"epoch {summary['epoch']}"]
     for split in ("train", "val"):
         if split in summary and summary[split]:
-            values = summary[split]
-            terms = LossTerms(**{name: values[name] for name in TERM_NAMES})
-            parts.append(
-                f"{split} loss {terms.loss:.4f} (contrastive {terms.contrastive:.4f}, "
-                f"in-modal {terms.inmodal_cyclic:.4f}, cross-modal {terms.crossmodal_cyclic:.4f})"
-            )
+            parts.append(f"{split} {terms_text(summary[split])}")
     if "zeroshot" in summary:
         parts.append(f"zero-shot top-1 {summary['zeroshot']['top1']:.4f}")
     return " | ".join(parts)

@@ -3,11 +3,15 @@
 Both sources give the same batches, `PairBatch`es (with augmented views for in-modal training), and the
 same number of batches on every rank (collectives hang otherwise). Order and augmentation depend only on
 (seed, epoch, sample).
+
+The training loader is built once and its workers live for the whole run (`persistent_workers`):
+starting them again every epoch cost a second per epoch, and more for large datasets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
@@ -16,7 +20,10 @@ from cyclip import distributed
 from cyclip.config import TrainConfig
 from cyclip.data.batch import PairBatch
 from cyclip.data.captions import ImageCaptionDataset
-from cyclip.data.seeding import SeededSamples
+from cyclip.data.seeding import EpochIndices, SeededSamples, sample_seed
+
+if TYPE_CHECKING:
+    from cyclip.data.shards import ShardBatches
 
 
 def looks_like_shards(path: str) -> bool:
@@ -39,10 +46,15 @@ class PairBatches:
     ) -> None:
         self.path, self.transform, self.tokenizer = path, transform, tokenizer
         self.config, self.device, self.train, self.augment = config, device, train, augment
+        # The training loader of (rank, world size), built at the first epoch: its workers serve every epoch.
+        self._train_loader: tuple[tuple[int, int], DataLoader | ShardBatches] | None = None
         kind = config.dataset_type
         self.sharded = kind == "webdataset" or (kind == "auto" and looks_like_shards(path))
         if self.sharded:
-            shards = self._shards(0, distributed.rank(), distributed.world_size()) if train else self._shards(0, 0, 1)
+            rank, world_size = (distributed.rank(), distributed.world_size()) if train else (0, 1)
+            shards = self._shards(0, rank, world_size)
+            if train:
+                self._train_loader = (rank, world_size), shards
             self.shard_count = len(shards.shards)
             self.num_samples = shards.num_samples
             self.batches_per_epoch = shards.batches_per_epoch if train else 0
@@ -66,24 +78,52 @@ class PairBatches:
         the file in order, from the `rank`-th (defaults: this process's rank and the job's world size)."""
         rank = distributed.rank() if rank is None else rank
         world_size = distributed.world_size() if world_size is None else world_size
+        if self.train:
+            return self._kept_train_loader(epoch, rank, world_size)
         if self.sharded:
-            if not self.train and self.shard_count < world_size:  # too few shards to share: rank 0 reads them all
+            if self.shard_count < world_size:  # too few shards to share: rank 0 reads them all
                 return self._shards(epoch, 0, 1) if rank == 0 else []
             return self._shards(epoch, rank, world_size)
         self.dataset.set_epoch(epoch)
-        loader_options = dict(
+        batches = list(BatchSampler(range(len(self.dataset)), self.config.batch_size, drop_last=False))
+        return DataLoader(
+            self.dataset, batch_sampler=batches[rank::world_size], **self._loader_options(persistent=False)
+        )
+
+    def _kept_train_loader(self, epoch: int, rank: int, world_size: int) -> DataLoader | ShardBatches:
+        """The training loader of (rank, world_size), built once, moved on to `epoch`."""
+        if self._train_loader is None or self._train_loader[0] != (rank, world_size):
+            loader = self._shards(epoch, rank, world_size) if self.sharded else self._csv_train_loader(rank, world_size)
+            self._train_loader = (rank, world_size), loader
+        loader = self._train_loader[1]
+        (loader if self.sharded else loader.sampler).set_epoch(epoch)  # type: ignore[union-attr]
+        return loader
+
+    def _csv_train_loader(self, rank: int, world_size: int) -> DataLoader:
+        """Shuffled full batches of the CSV; the sampler tags each index with its epoch (`EpochIndices`), so the
+        workers, which copied the dataset once, draw each sample under its epoch's seed."""
+        config = self.config
+        sampler = DistributedSampler(
+            self.dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed, drop_last=True
+        )
+        return DataLoader(
+            self.dataset,
+            batch_size=config.batch_size,
+            sampler=EpochIndices(sampler),
+            drop_last=True,
+            # Worker seeds come from this generator, so building the loader leaves the global RNG alone.
+            generator=torch.Generator().manual_seed(sample_seed(config.seed, 0, f"loader/{rank}")),
+            **self._loader_options(persistent=True),
+        )
+
+    def _loader_options(self, persistent: bool) -> dict[str, Any]:
+        """Pinned host memory for asynchronous copies to a GPU; workers kept across epochs and fed ahead."""
+        options: dict[str, Any] = dict(
             num_workers=self.config.workers, pin_memory=self.device.type == "cuda", collate_fn=PairBatch.collate
         )
-        if not self.train:
-            batches = list(BatchSampler(range(len(self.dataset)), self.config.batch_size, drop_last=False))
-            return DataLoader(self.dataset, batch_sampler=batches[rank::world_size], **loader_options)
-        sampler = DistributedSampler(
-            self.dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.config.seed, drop_last=True
-        )
-        sampler.set_epoch(epoch)
-        return DataLoader(
-            self.dataset, batch_size=self.config.batch_size, sampler=sampler, drop_last=True, **loader_options
-        )
+        if self.config.workers > 0:
+            options.update(persistent_workers=persistent, prefetch_factor=self.config.prefetch_factor)
+        return options
 
     def _shards(self, epoch: int, rank: int, world_size: int):
         from cyclip.data.shards import ShardBatches
@@ -104,5 +144,6 @@ class PairBatches:
             on_bad_sample=config.on_bad_sample,
             augment=self.augment,
             pin_memory=self.device.type == "cuda",
+            prefetch_factor=config.prefetch_factor,
             finite=not self.train,
         )

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 
 def sample_seed(seed: int, epoch: int, key: int | str) -> int:
@@ -25,21 +25,30 @@ def sample_seed(seed: int, epoch: int, key: int | str) -> int:
 
 @contextlib.contextmanager
 def seeded_randomness(seed: int) -> Iterator[None]:
-    """Seed torch's CPU generator, `random` and numpy's global generator for the block, then restore them."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
+    """Seed torch's CPU generator, `random` and numpy's global generator for the block, then restore them.
+
+    Only the CPU generator: `torch.manual_seed` would also queue a lazy seed for every accelerator
+    backend, formatting a stack trace for each, which tripled the per-sample cost in data-loader workers.
+    """
+    torch_state, python_state, numpy_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 class SeededSamples(Dataset):
-    """Wraps a map-style dataset so that item i of epoch e is drawn under `sample_seed(seed, e, i)`."""
+    """Wraps a map-style dataset so that item i of epoch e is drawn under `sample_seed(seed, e, i)`.
+
+    Items are asked for as `(epoch, i)` (what `EpochIndices` yields), which lets data-loader workers live
+    across epochs (`persistent_workers`): the epoch travels with each index instead of being copied into
+    the workers once. A plain index `i` means epoch `self.epoch` (set with `set_epoch`).
+    """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset
@@ -47,12 +56,33 @@ class SeededSamples(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Call before building the epoch's loader: workers copy the dataset when iteration starts."""
+        """The epoch of plain indices; workers copy the dataset when they start, so loaders pass `(epoch, i)`."""
         self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
-        with seeded_randomness(sample_seed(self.seed, self.epoch, index)):
+    def __getitem__(self, item: int | tuple[int, int]):
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
+        with seeded_randomness(sample_seed(self.seed, epoch, index)):
             return self.dataset[index]
+
+
+class EpochIndices(Sampler):
+    """A sampler's indices tagged with the epoch set on it: `(epoch, index)`, for `SeededSamples`."""
+
+    def __init__(self, sampler: Sampler, epoch: int = 0) -> None:
+        self.sampler = sampler
+        self.epoch = epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, index) for index in self.sampler)

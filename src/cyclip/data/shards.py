@@ -1,17 +1,19 @@
 """Image-caption pairs from WebDataset shards (the tar files img2dataset writes for CC3M, CC12M, LAION).
 
-A `ShardBatches` is the batches of one epoch on one rank. Collectives hang when ranks run different
-step counts, so in training every rank yields exactly `batches_per_epoch` full batches, reading its
-shards again when they run out. Bad samples follow the CSV policy (`cyclip.data.captions`): skipped
-and counted in the batch's `skipped` tensor, or fatal with on_bad_sample="error". Every random choice
-(shard order, sample shuffle, resampling, augmentation) is seeded from (seed, epoch, rank, worker, sample),
-so a run and its resume see the same batches.
+A `ShardBatches` is the batches of one epoch on one rank; `set_epoch` moves it on to the next, keeping
+its data-loader workers. Collectives hang when ranks run different step counts, so in training every
+rank yields exactly `batches_per_epoch` full batches, reading its shards again when they run out. Bad
+samples follow the CSV policy (`cyclip.data.captions`): skipped and counted in the batch's `skipped`
+tensor, or fatal with on_bad_sample="error". Every random choice (shard order, sample shuffle,
+resampling, augmentation) is seeded from (seed, epoch, rank, worker, sample), so a run and its resume
+see the same batches.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import os
 import random
 import re
@@ -131,6 +133,7 @@ class ShardBatches:
         on_bad_sample: str,
         augment: Callable | None = None,
         pin_memory: bool = False,
+        prefetch_factor: int = 2,
         finite: bool = False,
     ) -> None:
         _check_arguments(batch_size, num_samples, rank, world_size, workers, on_bad_sample)
@@ -141,8 +144,12 @@ class ShardBatches:
         self.tokenizer = tokenizer
         self.augment = augment
         self.batch_size = batch_size
-        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        # Shared with the data-loader workers, which outlive an epoch: they read it when an epoch starts.
+        self._epoch = multiprocessing.RawValue("q", epoch)
+        self._loader: DataLoader | None = None
         self.resampled, self.finite, self.on_bad_sample, self.pin_memory = resampled, finite, on_bad_sample, pin_memory
+        self.prefetch_factor = prefetch_factor
         self.shards = expand_urls(urls)
         if num_samples is None:
             num_samples = count_samples(self.shards)
@@ -159,17 +166,22 @@ class ShardBatches:
                 f"{urls}: {num_samples} samples are fewer than one step needs (batch-size {batch_size} x "
                 f"{world_size} processes); lower --batch-size"
             )
-        if resampled:
-            self.rank_shards = list(self.shards)  # the pool every worker draws from
-            self.workers = workers
-        else:
+        if not resampled:
             self._check_shard_count(len(self.shards), workers)
-            order = list(self.shards)
-            if not finite:
-                random.Random(sample_seed(seed, epoch, "shards")).shuffle(order)
-            self.rank_shards = order[rank::world_size]
-            # Validation may use fewer shards than workers: the extra workers would have nothing to read.
-            self.workers = min(workers, len(self.rank_shards)) if finite else workers
+        self.rank_shards = _rank_shards(self.shards, seed, epoch, rank, world_size, resampled, finite)
+        # Validation may use fewer shards than workers: the extra workers would have nothing to read.
+        self.workers = min(workers, len(self.rank_shards)) if finite and not resampled else workers
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.value
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration the batches of `epoch`, with the same (persistent) data-loader workers."""
+        self._epoch.value = epoch
+        self.rank_shards = _rank_shards(
+            self.shards, self.seed, epoch, self.rank, self.world_size, self.resampled, self.finite
+        )
 
     def _check_shard_count(self, shards: int, workers: int) -> None:
         needed = self.world_size if self.finite else self.world_size * max(1, workers)
@@ -189,16 +201,23 @@ class ShardBatches:
         )
 
     def __iter__(self) -> Iterator[PairBatch]:
-        stream = _ShardStream(self)
-        loader = DataLoader(
-            stream,
-            batch_size=None,  # the workers batch
-            num_workers=self.workers,
-            pin_memory=self.pin_memory and not self.finite,
-            persistent_workers=False,
-            # The loader draws its worker base seed from this, not from (and not advancing) the global RNG.
-            generator=torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, f"loader/{self.rank}")),
-        )
+        # Training keeps its workers for the whole run (starting them cost a second or more per epoch);
+        # validation reads each shard once and lets them go.
+        persistent = self.workers > 0 and not self.finite
+        loader = self._loader if persistent else None
+        if loader is None:
+            loader = DataLoader(
+                _ShardStream(self),
+                batch_size=None,  # the workers batch
+                num_workers=self.workers,
+                pin_memory=self.pin_memory and not self.finite,
+                persistent_workers=persistent,
+                prefetch_factor=self.prefetch_factor if self.workers > 0 else None,
+                # The loader draws its worker base seed from this, not from (and not advancing) the global RNG.
+                generator=torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, f"loader/{self.rank}")),
+            )
+            if persistent:
+                self._loader = loader
         if self.finite:
             yield from self._rebatch(loader)
             return
@@ -248,13 +267,14 @@ class _ShardStream(IterableDataset):
 
     def __init__(self, batches: ShardBatches) -> None:
         super().__init__()
-        self.shards = batches.rank_shards
+        self.all_shards = batches.shards
+        self.world_size = batches.world_size
+        self.shared_epoch = batches._epoch  # the epoch and this rank's shards are read when an epoch starts
         self.transform = batches.transform
         self.tokenizer = batches.tokenizer
         self.augment = batches.augment
         self.batch_size = batches.batch_size
         self.seed = batches.seed
-        self.epoch = batches.epoch
         self.rank = batches.rank
         self.resampled = batches.resampled
         self.finite = batches.finite
@@ -262,6 +282,10 @@ class _ShardStream(IterableDataset):
         self.quota = None if batches.finite else batches.batches_per_epoch  # batches of this rank, all workers
 
     def __iter__(self) -> Iterator[PairBatch | int]:
+        self.epoch = self.shared_epoch.value  # a persistent worker's copy learns the new epoch here
+        self.shards = _rank_shards(
+            self.all_shards, self.seed, self.epoch, self.rank, self.world_size, self.resampled, self.finite
+        )
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return _Worker(self, worker, workers).batches()
@@ -395,6 +419,19 @@ class _Worker:
         if not first_read:
             return
         self.warnings.warn(f"{message} ({self.name})")
+
+
+def _rank_shards(
+    shards: list[str], seed: int, epoch: int, rank: int, world_size: int, resampled: bool, finite: bool
+) -> list[str]:
+    """The shards a rank reads in `epoch`: all of them as a pool to draw from (resampled), in file order
+    (finite), or every world_size-th of the (seed, epoch) shuffle."""
+    if resampled:
+        return list(shards)
+    order = list(shards)
+    if not finite:
+        random.Random(sample_seed(seed, epoch, "shards")).shuffle(order)
+    return order[rank::world_size]
 
 
 def _decode_sample(sample: dict) -> tuple[Image.Image, str]:
