@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from cyclip.data.images import DEFAULT_MAX_IMAGE_PIXELS
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
@@ -53,6 +55,7 @@ class TrainConfig:
     output: str = "runs/cyclip"
     resume: str | None = None
     log_every: int = 10
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

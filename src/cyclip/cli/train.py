@@ -15,6 +15,7 @@ from cyclip.config import (
     TrainConfig,
     read_config_file,
 )
+from cyclip.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
 # (flags, options) for every `cyclip train` option; the destination is the TrainConfig field.
 TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
@@ -120,6 +121,13 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict]] = [
     (("--output",), dict(help="folder for checkpoints, metrics.jsonl, TensorBoard and config.yaml")),
     (("--resume",), dict(help="'latest' (OUTPUT/latest.pt) or a checkpoint path to continue from exactly")),
     (("--log-every",), dict(type=int, help="steps between metric logs (default: 10)")),
+    (
+        ("--max-image-pixels",),
+        dict(
+            type=int,
+            help=f"images with more pixels are bad samples, never decoded (default: {DEFAULT_MAX_IMAGE_PIXELS})",
+        ),
+    ),
 ]
 
 

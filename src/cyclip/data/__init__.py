@@ -4,7 +4,7 @@ digits demo data."""
 from cyclip.data.augment import PairAugmenter, WordNetThesaurus, eda
 from cyclip.data.captions import ImageCaptionDataset
 from cyclip.data.digits import DIGIT_NAMES, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, DigitsDemoData, write_digits_demo
-from cyclip.data.images import BadSampleError, DataError, load_rgb_image
+from cyclip.data.images import BadSampleError, DataError, ImageTooLargeError, load_rgb_image
 from cyclip.data.labelled import LabelledImageDataset, LabelledImages, read_labelled_folder
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "BadSampleError",
     "DataError",
     "DigitsDemoData",
+    "ImageTooLargeError",
     "ImageCaptionDataset",
     "LabelledImageDataset",
     "LabelledImages",

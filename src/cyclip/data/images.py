@@ -2,16 +2,21 @@
 
 Training must not die on one broken image among millions, so callers need a single exception type to
 catch; and every colour mode must land in the same 0..255 RGB space the model's transform expects.
+Images are turned upright by their EXIF orientation (as cameras and phones store them), and an image
+larger than `max_pixels` is refused from its header alone: it is never decoded.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import struct
+import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class DataError(ValueError):
@@ -22,13 +27,39 @@ class BadSampleError(ValueError):
     """One sample that cannot be used; the message names the file, the row if known, and the reason."""
 
 
+class ImageTooLargeError(BadSampleError):
+    """An image above the pixel limit, refused from its header: it was never decoded."""
+
+
+# 64 megapixels: 192 MB once decoded as RGB, in every data-loader worker at once; phone and camera photos
+# up to 48 MP pass. Larger images are almost always scans, panoramas or decompression bombs.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+MAX_PIXELS_FLAG = "--max-image-pixels"
+MAX_PIXELS_HINT = f"raise the limit with {MAX_PIXELS_FLAG}"
+
 # What PIL raises on corrupt data varies by format and version; all of it means "this file is broken".
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _WHITE = (255, 255, 255, 255)
 
 
-def load_rgb_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode `path` (so truncation shows up here, not later in a worker) as RGB."""
+def _pil_pixel_ceiling() -> int | None:
+    """The size above which PIL refuses to open any image (twice `Image.MAX_IMAGE_PIXELS`), if it has one."""
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+
+
+def check_max_pixels(max_pixels: int) -> None:
+    """A pixel limit must be a positive integer PIL can honour (it refuses larger images on its own)."""
+    ceiling = _pil_pixel_ceiling()
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"{MAX_PIXELS_FLAG} must be a positive number of pixels, got {max_pixels!r}")
+    if ceiling is not None and max_pixels > ceiling:
+        raise ValueError(
+            f"{MAX_PIXELS_FLAG} {max_pixels} is above {ceiling}, the size PIL refuses to open; pass at most {ceiling}"
+        )
+
+
+def load_rgb_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open and fully decode `path` (so truncation shows up here, not later in a worker) as upright RGB."""
     path = Path(path)
     try:
         if path.is_dir():
@@ -41,13 +72,60 @@ def load_rgb_image(path: str | os.PathLike) -> Image.Image:
     if size == 0:
         raise BadSampleError(f"{path}: empty file (0 bytes)")
     try:
-        with Image.open(path) as image:
+        return decode_rgb(path, max_pixels)
+    except BadSampleError as error:
+        raise type(error)(f"{path}: {error}") from None
+
+
+def decode_rgb(source: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """Upright RGB pixels of an image file or stream; BadSampleError says why not (without naming the source)."""
+    try:
+        with open_checked(source, max_pixels) as image:
             image.load()
+            ImageOps.exif_transpose(image, in_place=True)
             return to_rgb(image)
+    except BadSampleError:
+        raise
     except UnidentifiedImageError:
-        raise BadSampleError(f"{path}: not an image file PIL can read") from None
+        raise BadSampleError("not an image file PIL can read") from None
     except _DECODE_ERRORS as error:
-        raise BadSampleError(f"{path}: cannot decode image ({error})") from None
+        raise BadSampleError(f"cannot decode image ({error})") from None
+
+
+def check_image_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    """Refuse an image file above `max_pixels` from its header, for readers that decode files themselves."""
+    try:
+        open_checked(path, max_pixels).close()
+    except BadSampleError as error:
+        raise type(error)(f"{path}: {error}") from None
+    except (UnidentifiedImageError, *_DECODE_ERRORS):
+        pass  # the reader's own decoding reports what is wrong with the file
+
+
+def open_checked(source: str | os.PathLike | BinaryIO, max_pixels: int) -> Image.Image:
+    """PIL's lazy open (the header only), refused with BadSampleError when the image is above `max_pixels`.
+
+    PIL itself only warns up to twice its own limit and refuses beyond it; here the warning is not needed
+    (this check decides) and PIL's refusal becomes the same message.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
+    except Image.DecompressionBombError as error:
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise ImageTooLargeError(_too_large(int(pixels.group(1)) if pixels else None, None, max_pixels)) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageTooLargeError(_too_large(width * height, image.size, max_pixels))
+    return image
+
+
+def _too_large(pixels: int | None, size: tuple[int, int] | None, max_pixels: int) -> str:
+    shape = f"{size[0]}x{size[1]} = " if size else ""
+    amount = f"{shape}{pixels:,} pixels" if pixels else "more pixels than PIL opens"
+    return f"image too large to decode ({amount}, above the limit of {max_pixels:,})"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
