@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from bad_files import HUGE_SIDE, decoded_sizes, exif_jpeg_bytes, huge_png_bytes, upright, write
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -179,10 +180,10 @@ def test_cifar_label_out_of_range_and_missing_layout(tmp_path):
     empty.mkdir()
     message = error_line(lambda: open_classification("cifar10", empty, "test", to_tensor))
     assert message.startswith(f"cifar10: {empty} has no cifar-10-batches-py/batches.meta (looked for ")
-    assert "point --data at the folder that holds cifar-10-batches-py" in message
+    assert "point --root at the folder that holds cifar-10-batches-py" in message
     inner = tmp_path / "cifar-10-batches-py"
     message = error_line(lambda: open_classification("cifar10", inner, "train", to_tensor))
-    assert f"point --data at {tmp_path} (the folder that holds cifar-10-batches-py)" in message
+    assert f"point --root at {tmp_path} (the folder that holds cifar-10-batches-py)" in message
 
 
 class _RunsCode:
@@ -300,7 +301,7 @@ def test_imagenetv2_numeric_folders_are_imagenet_indices(tmp_path):
     assert pairs(data) == sorted([((2, 0, 1), 2), ((10, 0, 1), 10), ((999 % 256, 3, 1), 999)])
     assert data.classes == list(IMAGENET_CLASSNAMES)
     message = error_line(lambda: open_classification("imagenetv2", tmp_path, "test", to_tensor))
-    assert f"{root} is not a class folder" in message and f"point --data at {root}?" in message
+    assert f"{root} is not a class folder" in message and f"point --root at {root}?" in message
     (root / "007").mkdir()
     message = error_line(lambda: open_classification("imagenetv2", root, "test", to_tensor))
     assert f"{root / '007'} is not a class folder: its name must be a class index 0..999" in message
@@ -332,7 +333,7 @@ def test_imagenet_a_missing_layout_message(tmp_path):
     message = error_line(lambda: open_classification("imagenet-a", root, "test", to_tensor))
     assert message == (
         f"imagenet-a: {root} has no wnid class folders (expected e.g. {root}/n01498041/*.jpg); "
-        "point --data at the extracted imagenet-a folder"
+        "point --root at the extracted imagenet-a folder"
     )
     with pytest.raises(ValueError, match="imagenet-a has a test split only"):
         open_classification("imagenet-a", root, "train", to_tensor)
@@ -341,7 +342,7 @@ def test_imagenet_a_missing_layout_message(tmp_path):
 def test_imagenet_sketch_nested_folder_hint(tmp_path):
     write_image(tmp_path / "sketch" / "n01440764" / "a.JPEG", (4, 4, 4))
     message = error_line(lambda: open_classification("imagenet-sketch", tmp_path, "test", to_tensor))
-    assert f"point --data at {tmp_path / 'sketch'}?" in message
+    assert f"point --root at {tmp_path / 'sketch'}?" in message
     data = open_classification("imagenet-sketch", tmp_path / "sketch", "test", to_tensor)
     assert pairs(data) == [((4, 4, 4), 0)] and len(data.classes) == 1000
 
@@ -602,7 +603,7 @@ def test_bad_arguments_and_paths(tmp_path):
     message = error_line(lambda: open_classification(str(tmp_path / "nope"), None, "test", to_tensor))
     assert message.startswith(f"{tmp_path / 'nope'}: not found; pass a labelled folder")
     message = error_line(lambda: open_classification("dtd", tmp_path / "nope", "test", to_tensor))
-    assert message.startswith(f"dtd: {tmp_path / 'nope'} not found; point --data at the local copy of dtd")
+    assert message.startswith(f"dtd: {tmp_path / 'nope'} not found; point --root at the local copy of dtd")
     assert not (tmp_path / "nope").exists()
     message = error_line(lambda: open_classification("caltech101", tmp_path, "test", to_tensor))
     assert "has no caltech101/101_ObjectCategories" in message
@@ -680,3 +681,66 @@ def test_retrieval_csv_groups_captions_by_image(tmp_path):
     assert [colour_of(data.images[i][0]) for i in range(2)] == [(5, 0, 0), (6, 0, 0)]
     with pytest.raises(ValueError, match="a CSV/TSV file is one split"):
         open_retrieval(csv_path, None, "train", to_tensor)
+
+
+def test_retrieval_csv_takes_the_documented_image_caption_columns(tmp_path):
+    write_image(tmp_path / "images" / "x.png", (1, 0, 0))
+    write_image(tmp_path / "images" / "y.png", (2, 0, 0))
+    for name, content in (
+        ("pairs.csv", "image,caption\nimages/x.png,an x\nimages/y.png,a y\n"),
+        ("pairs.tsv", "image\tcaption\nimages/x.png\tan x\nimages/y.png\ta y\n"),
+        ("tabs.csv", "caption\timage\nan x\timages/x.png\na y\timages/y.png\n"),  # tab-separated after all
+        ("cc3m.csv", "filepath,title\nimages/x.png,an x\nimages/y.png,a y\n"),
+    ):
+        (tmp_path / name).write_text(content)
+        data = open_retrieval(tmp_path / name, None, "test", to_tensor)
+        assert data.captions == ["an x", "a y"], name
+        assert [colour_of(data.images[i][0]) for i in range(2)] == [(1, 0, 0), (2, 0, 0)]
+    path = tmp_path / "other.csv"
+    path.write_text("path,text\nimages/x.png,an x\n")
+    message = error_line(lambda: open_retrieval(path, None, "test", to_tensor))
+    assert message == (
+        f"{path}: the header 'path,text' names no image and caption columns; write a comma- or "
+        "tab-separated header 'image,caption' (or 'filepath,title') and one row per caption"
+    )
+    assert "--csv" not in message
+
+
+def _oriented_and_huge(folder: Path, photo: bytes, huge: bytes, names: tuple[str, str]) -> None:
+    write(folder / names[0], photo)
+    write(folder / names[1], huge)
+
+
+@pytest.mark.parametrize("reader", ["labelled-folder", "image-folder", "oxford-pets", "retrieval"])
+def test_evaluation_images_are_oriented_and_huge_ones_never_decoded(tmp_path, monkeypatch, reader):
+    """Every way evaluation reads image files: EXIF orientation applied, a 144 MP image refused from its header."""
+    photo, huge = exif_jpeg_bytes(6), huge_png_bytes()
+    if reader == "labelled-folder":
+        folder = tmp_path / "set"
+        _oriented_and_huge(folder, photo, huge, ("a.jpg", "b.png"))
+        (folder / "classes.json").write_text(json.dumps({"classes": ["cat", "dog"]}))
+        (folder / "labels.csv").write_text("image,label\na.jpg,0\nb.png,1\n")
+        dataset = open_classification(str(folder), None, "test", to_tensor).dataset
+    elif reader == "image-folder":
+        folder = tmp_path / "tree"
+        _oriented_and_huge(folder, photo, huge, ("cat/a.jpg", "dog/b.png"))
+        dataset = open_classification(str(folder), None, "test", to_tensor).dataset
+    elif reader == "oxford-pets":  # torchvision's class opens the files itself (no loader argument)
+        base = tmp_path / "oxford-iiit-pet"
+        _oriented_and_huge(base / "images", photo, huge, ("Abyssinian_1.jpg", "american_bulldog_10.jpg"))
+        (base / "annotations").mkdir(parents=True)
+        (base / "annotations" / "test.txt").write_text("Abyssinian_1 1 1 1\namerican_bulldog_10 2 1 1\n")
+        dataset = open_classification("oxford-pets", tmp_path, "test", to_tensor).dataset
+    else:
+        _oriented_and_huge(tmp_path, photo, huge, ("a.jpg", "b.png"))
+        (tmp_path / "pairs.csv").write_text("image,caption\na.jpg,a photo\nb.png,a huge scan\n")
+        dataset = open_retrieval(tmp_path / "pairs.csv", None, "test", to_tensor).images
+    image, _ = dataset[0]
+    assert torch.equal(image, torch.from_numpy(upright(photo, 6)).permute(2, 0, 1))
+    with decoded_sizes(monkeypatch) as sizes:
+        with pytest.raises(BadSampleError) as error:
+            dataset[1]
+    assert sizes == []
+    message = str(error.value)
+    assert f"image too large to decode ({HUGE_SIDE}x{HUGE_SIDE} = {HUGE_SIDE**2:,} pixels" in message
+    assert ("b.png" in message or "american_bulldog_10.jpg" in message) and "\n" not in message

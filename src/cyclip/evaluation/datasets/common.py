@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
-from cyclip.data.images import BadSampleError, DataError, load_rgb_image, to_rgb
+from cyclip.data.images import BadSampleError, DataError, check_image_size, load_rgb_image, to_rgb
 
 SPLITS = ("train", "test")
-DATA_FLAG = "--data"
+ROOT_FLAG = "--root"  # where the local copy of a named dataset goes
 
 # What PIL raises on a broken file inside a torchvision dataset that opens images itself.
 _LOAD_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
@@ -47,7 +47,7 @@ def check_root(name: str, root: str | Path, layout: str) -> Path:
     root = Path(root)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "not found"
-        raise DataError(f"{name}: {root} {what}; point {DATA_FLAG} at the local copy of {name} ({layout})")
+        raise DataError(f"{name}: {root} {what}; point {ROOT_FLAG} at the local copy of {name} ({layout})")
     return root
 
 
@@ -58,9 +58,9 @@ def require(name: str, root: Path, relative: str, layout: str) -> Path:
         return path
     top = Path(relative).parts[0]
     if root.name == top and (root.parent / relative).exists():
-        hint = f"point {DATA_FLAG} at {root.parent} (the folder that holds {top}), not at {top} itself"
+        hint = f"point {ROOT_FLAG} at {root.parent} (the folder that holds {top}), not at {top} itself"
     else:
-        hint = f"point {DATA_FLAG} at the folder that holds {top} ({layout})"
+        hint = f"point {ROOT_FLAG} at the folder that holds {top} ({layout})"
     raise DataError(f"{name}: {root} has no {relative} (looked for {path}); {hint}")
 
 
@@ -74,28 +74,37 @@ def one_line(error: BaseException) -> str:
 
 
 def as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    """An RGB PIL image from whatever a torchvision dataset returns (any PIL mode, or an HWC/HW uint8 array)."""
+    """An upright RGB PIL image from whatever a torchvision dataset returns (any PIL mode, or an HWC/HW uint8
+    array); the datasets that open files themselves keep the EXIF orientation, which is applied here."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
+    ImageOps.exif_transpose(image, in_place=True)  # nothing to do (and nothing copied) without an orientation
     return image if image.mode == "RGB" else to_rgb(image)
 
 
 class TorchvisionImages(Dataset):
     """`(transform(rgb_image), label)` from a torchvision dataset built without a transform.
 
-    Images come out RGB whatever the dataset returns, and a file that fails to load raises BadSampleError
-    naming it: evaluation is strict, because skipping an image would silently change the accuracy.
+    Images come out upright and RGB whatever the dataset returns, and a file that fails to load raises
+    BadSampleError naming it: evaluation is strict, because skipping an image would silently change the
+    accuracy. Where the dataset opens files itself (not through `load_rgb_image`), an image above the
+    pixel limit is refused from its header before the dataset decodes it.
     """
 
     def __init__(self, base: Dataset, transform: Callable, name: str) -> None:
         self.base = base
         self.transform = transform
         self.name = name
+        self._decodes_files_itself = getattr(base, "loader", None) is not load_rgb_image
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self._decodes_files_itself:
+            path = sample_file(self.base, index)
+            if path is not None and Path(path).is_file():
+                check_image_size(path)
         try:
             image, label = self.base[index]
         except BadSampleError:

@@ -16,7 +16,7 @@ from pathlib import Path
 from cyclip.data.captions import locate_bad_utf8, numbered_rows
 from cyclip.data.images import DataError
 from cyclip.data.labelled import LabelledImageDataset, LabelledImages
-from cyclip.evaluation.datasets.common import DATA_FLAG, ClassificationSet, check_root, folder_dataset, subfolders
+from cyclip.evaluation.datasets.common import ROOT_FLAG, ClassificationSet, check_root, folder_dataset, subfolders
 from cyclip.evaluation.datasets.names import imagenet_classes, imagenet_templates, imagenet_wnids
 
 log = logging.getLogger("cyclip.evaluation")
@@ -41,10 +41,10 @@ def open_imagenet(root: str | Path, split: str, transform: Callable) -> Classifi
     if directory is None:
         hint = ""
         if any(name in imagenet_wnids() for name in subfolders(root)):
-            hint = f" ({root} itself holds wnid folders: point {DATA_FLAG} at the folder that holds it as {folder}/)"
+            hint = f" ({root} itself holds wnid folders: point {ROOT_FLAG} at the folder that holds it as {folder}/)"
         raise DataError(
             f"imagenet: {root} has no {folder}/ folder (looked for {candidates[0]} and {candidates[1]}){hint}; "
-            f"point {DATA_FLAG} at the ImageNet folder: {IMAGENET_LAYOUT}"
+            f"point {ROOT_FLAG} at the ImageNet folder: {IMAGENET_LAYOUT}"
         )
     index = {wnid: position for position, wnid in enumerate(imagenet_wnids())}
     folders = subfolders(directory)
@@ -71,7 +71,7 @@ def open_imagenetv2(root: str | Path, transform: Callable) -> ClassificationSet:
     if not folders:
         raise DataError(
             f"imagenetv2: {root} has no class folders (expected e.g. {root / '0'}/*.jpeg){_nested_hint(root)}; "
-            f"point {DATA_FLAG} at {layout}"
+            f"point {ROOT_FLAG} at {layout}"
         )
     valid = {str(number): number for number in range(_NUM_CLASSES)}
     _check_names("imagenetv2", root, folders, valid, "a class index 0..999")
@@ -108,7 +108,7 @@ def _wnid_folders(name: str, root: Path, index: dict[str, int], example: str, ex
     if not folders:
         raise DataError(
             f"{name}: {root} has no wnid class folders (expected e.g. {root / example}/*.{extension})"
-            f"{_nested_hint(root)}; point {DATA_FLAG} at the extracted {name} folder"
+            f"{_nested_hint(root)}; point {ROOT_FLAG} at the extracted {name} folder"
         )
     _check_names(name, root, folders, index, f"an ILSVRC2012 wnid such as {example}")
     return folders
@@ -120,7 +120,7 @@ def _check_names(name: str, directory: Path, folders: list[str], valid: dict[str
         hint = _nested_hint(directory) if len(unknown) == len(folders) else ""
         raise DataError(
             f"{name}: {directory / unknown[0]} is not a class folder: its name must be {what} "
-            f"({len(unknown)} of {len(folders)} subfolders are not){hint}; point {DATA_FLAG} at the folder of "
+            f"({len(unknown)} of {len(folders)} subfolders are not){hint}; point {ROOT_FLAG} at the folder of "
             "class folders"
         )
 
@@ -129,7 +129,7 @@ def _nested_hint(root: Path) -> str:
     """' (did you mean X?)' when `root` holds exactly one folder, as when an archive extracts into a subfolder."""
     folders = subfolders(root)
     if len(folders) == 1 and subfolders(root / folders[0]):
-        return f" ({root} holds only {folders[0]}/: point {DATA_FLAG} at {root / folders[0]}?)"
+        return f" ({root} holds only {folders[0]}/: point {ROOT_FLAG} at {root / folders[0]}?)"
     return ""
 
 
