@@ -139,6 +139,7 @@ def _run_task(args: argparse.Namespace) -> None:
         print(f"  {key:>28}: {value:.6g}")
     if args.output:
         record = {"task": spec.task, "data": spec.data or spec.embeddings, "metrics": metrics}
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
 
 
