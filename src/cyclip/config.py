@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
+from PIL import Image
 
 from cyclip.files import read_yaml_mapping
 
@@ -25,6 +26,11 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
 IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment", "none")
+# 64 megapixels: 192 MB once decoded as RGB, in every data-loader worker at once; phone and camera photos
+# up to 48 MP pass. Larger images are almost always scans, panoramas or decompression bombs.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+# PIL refuses to open any image above twice its decompression-bomb threshold: no higher limit can be honoured.
+PIL_PIXEL_CEILING = None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
 
 
 class ConfigError(ValueError):
@@ -267,6 +273,12 @@ class TrainConfig(CheckedConfig):
     output: str = option("runs/cyclip", "folder for checkpoints, metrics.jsonl, TensorBoard and config.yaml")
     resume: str | None = option(None, "'latest' (OUTPUT/latest.pt) or a checkpoint path to continue from exactly")
     log_every: int = option(10, "steps between metric logs", minimum=1)
+    max_image_pixels: int = option(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "images with more pixels are bad samples, refused from their header and never decoded",
+        minimum=1,
+        maximum=PIL_PIXEL_CEILING,
+    )
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import open_clip
-import safetensors
-import safetensors.torch
 import torch
 from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME
 from open_clip.convert import convert_state_dict
@@ -32,7 +30,7 @@ from open_clip.model import (
     resize_text_pos_embed,
 )
 
-from cyclip.checkpoints import read_checkpoint
+from cyclip.checkpoints import read_checkpoint, read_safetensors
 from cyclip.files import read_json
 
 __all__ = [
@@ -382,13 +380,8 @@ def _silence_random_init_warning() -> Iterator[None]:
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     """The state dict inside any accepted file format, and the model name it was trained as (if recorded)."""
     if path.suffix == ".safetensors":
-        try:
-            with safetensors.safe_open(path, framework="pt", device="cpu") as file:
-                state_dict = {key: file.get_tensor(key) for key in file.keys()}
-                trained_as = (file.metadata() or {}).get("model_name")
-        except safetensors.SafetensorError as error:
-            raise ValueError(f"{path}: not a readable .safetensors file ({error}); re-export it") from None
-        return _strip_module_prefix(state_dict), trained_as
+        state_dict, metadata = read_safetensors(path)
+        return _strip_module_prefix(state_dict), metadata.get("model_name")
     checkpoint = read_checkpoint(path, device="cpu")
     trained_as = None
     if isinstance(checkpoint.get("state_dict"), Mapping):  # open_clip training checkpoint

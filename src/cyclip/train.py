@@ -19,7 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from cyclip import distributed
-from cyclip.checkpoints import read_checkpoint, replace_with_link, save_checkpoint
+from cyclip.checkpoints import (
+    read_checkpoint,
+    replace_with_link,
+    require_training_state,
+    save_checkpoint,
+)
 from cyclip.config import TrainConfig
 from cyclip.data.batch import PairBatch
 from cyclip.data.loading import PairBatches
@@ -129,6 +134,7 @@ class Trainer:
     def _resume(self, resume: str) -> None:
         path = self.output / "latest.pt" if resume == "latest" else Path(resume)
         checkpoint = read_checkpoint(path, device="cpu")
+        require_training_state(checkpoint, path)
         if checkpoint.get("model_name") != self.config.model:
             raise ValueError(
                 f"{path}: checkpoint is for model {checkpoint.get('model_name')!r}, not {self.config.model!r}"

@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from tqdm import tqdm
+
 COMMANDS = ("train", "evaluate", "compare", "export", "predict", "index", "search", "demo")
 
 
@@ -28,14 +30,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("cyclip").setLevel(logging.INFO)  # ours at INFO; open_clip's chatter stays quiet
     args = build_parser().parse_args(argv)
-    from cyclip.errors import DataError, NonFiniteLossError
+    from cyclip.errors import DataError, NonFiniteLossError, OutputWriteError
 
     try:
         args.handler(args)
-    except (DataError, ValueError, FileNotFoundError, NonFiniteLossError) as error:
-        print(f"cyclip: error{_which_rank()}: {error}", file=sys.stderr)
+    except (DataError, ValueError, FileNotFoundError, PermissionError, OutputWriteError, NonFiniteLossError) as error:
+        with tqdm.external_write_mode(file=sys.stderr):  # on its own line, not after a progress bar cut short
+            print(f"cyclip: error{_which_rank()}: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    """What to tell the user: an error raised in a DataLoader worker reaches the main process wrapped by torch
+    ("Caught BadSampleError in DataLoader worker process 0." and the worker's traceback), so its own message is
+    the traceback's last line; a bare PermissionError gets the path first."""
+    text = str(error)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        _, found, message = last.partition(f"{type(error).__name__}: ")
+        return message if found else last
+    if isinstance(error, PermissionError) and error.filename:
+        return f"{error.filename}: permission denied; check its permissions or choose another path"
+    return " ".join(text.split()) if "\n" in text else text
 
 
 def _which_rank() -> str:

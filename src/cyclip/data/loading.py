@@ -56,6 +56,7 @@ class PairBatches:
                 separator=config.csv_separator,
                 on_bad_sample=config.on_bad_sample,
                 augment=augment,
+                max_image_pixels=config.max_image_pixels,
             )
             self.dataset = SeededSamples(dataset, config.seed)
             self.num_samples = len(dataset)
@@ -105,4 +106,5 @@ class PairBatches:
             augment=self.augment,
             pin_memory=self.device.type == "cuda",
             finite=not self.train,
+            max_image_pixels=config.max_image_pixels,
         )
