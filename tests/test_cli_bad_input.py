@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import open_clip
 import pytest
 import safetensors.torch
 import torch
@@ -53,6 +57,8 @@ def files(tmp_path_factory) -> Path:
             "image,label\n" + "".join(f"../images/{image},{i}\n" for i, image in enumerate(images))
         )
     (root / "retrieval.csv").write_text("path,text\nimages/0.png,a\n")
+    (root / "results.json").write_text("{}\n")
+    (root / "suite.yaml").write_text("tasks:\n  - task: zeroshot\n    data: labelled\n")
     return root
 
 
@@ -70,6 +76,7 @@ def visible_lines(stderr: str) -> list[str]:
     return [shown for line in stderr.split("\n") if (shown := line.rsplit("\r", 1)[-1].strip())]
 
 
+ERROR_LINE = re.compile(r"^cyclip( [a-z]+)?: error")
 TRAIN = ("train", "--train-data", "train.csv", "--device", "cpu", "--batch-size", "2", "--epochs", "1")
 EVAL = ("--device", "cpu", "--batch-size", "2", "--workers", "0")
 
@@ -114,7 +121,85 @@ CASES = [
     ("export corrupt safetensors", ("export", "--checkpoint", "corrupt.safetensors", "--output", "e2"),
      "corrupt.safetensors: not a readable .safetensors file"),
     ("compare a checkpoint", ("compare", "weights-only.pt", "notes.pt"), "weights-only.pt: not a JSON results file"),
+    # Output locations (checked before any model is built): an existing file where a folder goes, a folder where
+    # a file goes, a file in the way of the folder to create.
+    ("train output is a file", (*TRAIN, "--output", "notes.pt"),
+     "--output notes.pt: notes.pt is a file, not a folder; choose another --output"),
+    ("eval output is a folder", ("eval", "zeroshot", "--checkpoint", "weights-only.pt", "--data", "labelled", *EVAL,
+                                 "--output", "images"),
+     "--output images: is a folder; pass a file name"),
+    ("eval suite output under a file", ("eval", "suite", "--config", "suite.yaml", "--checkpoint", "weights-only.pt",
+                                        "--output", "notes.pt/eval.json"),
+     "--output notes.pt/eval.json: notes.pt is a file, not a folder"),
+    ("export output is a file", ("export", "--checkpoint", "weights-only.pt", "--output", "notes.pt"),
+     "notes.pt: exists and is not a folder"),
+    ("export output under a file", ("export", "--checkpoint", "weights-only.pt", "--output", "notes.pt/x"),
+     "--output notes.pt/x: notes.pt is a file, not a folder"),
+    ("demo output is a file", ("demo", "--output", "notes.pt"), "--output notes.pt: notes.pt is a file, not a folder"),
+    ("demo device", ("demo", "--device", "gpu0", "--output", "d1"), "--device 'gpu0' is not a device name"),
+    ("predict output under a file", ("predict", "images", "--labels", "a,b", "--checkpoint", "weights-only.pt",
+                                     "--output", "notes.pt/p.csv"),
+     "--output notes.pt/p.csv: notes.pt is a file, not a folder"),
+    ("predict missing image", ("predict", "nowhere.png", "--labels", "a,b", "--checkpoint", "weights-only.pt"),
+     "nowhere.png: no such image file or folder"),
+    ("index output under a file", ("index", "images", "--checkpoint", "weights-only.pt",
+                                   "--output", "notes.pt/i.npz"),
+     "--output notes.pt/i.npz: notes.pt is a file, not a folder"),
+    ("index random checkpoint", ("index", "images", "--checkpoint", "random.pt", "--output", "i1.npz"),
+     "random.pt: not a checkpoint (corrupt or another format"),
+    ("search missing index", ("search", "--index", "nowhere.npz", "a red car"),
+     "nowhere.npz: embeddings file not found"),
+    ("compare output is a file", ("compare", "results.json", "--output", "notes.pt"),
+     "--output notes.pt: notes.pt is a file, not a folder"),
+    # Every path of a training run, before the model is built (an epoch is not lost to a typo).
+    ("train zeroshot folder missing", (*TRAIN, "--output", "r10", "--zeroshot-data", "nowhere"),
+     "--zeroshot-data nowhere: folder not found"),
+    ("train val data missing", (*TRAIN, "--output", "r11", "--val-data", "nowhere.csv"),
+     "--val-data nowhere.csv: not found"),
+    ("train pretrained missing", (*TRAIN, "--output", "r12", "--pretrained", "nowhere.pt"),
+     "--pretrained nowhere.pt: not found; cyclip never downloads weights"),
+    ("train resume missing", (*TRAIN, "--output", "r13", "--resume", "nowhere.pt"),
+     "--resume nowhere.pt: nowhere.pt not found"),
+    ("train resume latest of a new run", (*TRAIN, "--output", "r14", "--resume", "latest"),
+     "--resume latest: r14/latest.pt not found; r14 holds no run to continue"),
+    ("train shards missing", ("train", "--train-data", "shards/{0..3}.tar", "--device", "cpu", "--output", "r15"),
+     "--train-data shards/0.tar: shard not found (4 of the 4 shards"),
 ]  # fmt: skip
+
+# argparse's own errors: one line naming the command, pointing to its --help, exit code 2 (no usage block).
+USAGE_CASES = [
+    ("no command", (), "cyclip: error: the following arguments are required: COMMAND (see cyclip --help)"),
+    ("unknown command", ("nocommand",), "cyclip: error: argument COMMAND: invalid choice: 'nocommand'"),
+    ("train unknown flag", ("train", "--bogus"),
+     "cyclip train: error: unrecognized arguments: --bogus (see cyclip train --help)"),
+    ("train flag without value", ("train", "--epochs"),
+     "cyclip train: error: argument --epochs: expected one argument"),
+    ("eval without task", ("eval",), "cyclip eval: error: the following arguments are required: TASK"),
+    ("eval unknown flag", ("eval", "zeroshot", "--checkpoint", "x", "--bogus"),
+     "cyclip eval: error: unrecognized arguments: --bogus"),
+    ("export without checkpoint", ("export", "--output", "e"),
+     "cyclip export: error: the following arguments are required: --checkpoint"),
+    ("compare without runs", ("compare",), "cyclip compare: error: the following arguments are required: runs"),
+    ("demo unknown flag", ("demo", "--bogus"), "cyclip demo: error: unrecognized arguments: --bogus"),
+    ("predict without labels", ("predict", "a.png", "--checkpoint", "x"),
+     "cyclip predict: error: one of the arguments --labels --classes is required"),
+    ("index without output", ("index", "a.png", "--checkpoint", "x"),
+     "cyclip index: error: the following arguments are required: --output"),
+    ("search top-k not a number", ("search", "--index", "i", "--top-k", "x"),
+     "cyclip search: error: argument --top-k: invalid int value: 'x'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"), [case[1:] for case in USAGE_CASES], ids=[case[0] for case in USAGE_CASES]
+)
+def test_usage_errors_are_one_line_naming_the_command(capsys, arguments, expected):
+    with pytest.raises(SystemExit) as stop:
+        main(list(arguments))
+    assert stop.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and stderr.startswith(expected), stderr
+    assert stderr.rstrip().endswith("--help)")
 
 
 @pytest.mark.parametrize(("arguments", "expected"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
@@ -123,7 +208,7 @@ def test_bad_input_is_one_line_and_exit_code_2(files, arguments, expected):
     assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr, result.stderr
     assert result.returncode == 2, result.stderr
     lines = visible_lines(result.stderr)
-    errors = [line for line in lines if line.startswith("cyclip: error")]
+    errors = [line for line in lines if ERROR_LINE.match(line)]
     assert len(errors) == 1 and errors[0] == lines[-1], result.stderr
     assert all(text in errors[0] for text in ((expected,) if isinstance(expected, str) else expected)), errors[0]
     if arguments[0] != "train":  # a training run may log its start before the failing step; nothing else may
@@ -201,3 +286,98 @@ def test_full_disk_keeps_the_previous_checkpoint_loadable(files, tmp_path, monke
     )
     assert sorted(name for name in os.listdir(output) if name.endswith((".pt", ".tmp"))) == ["epoch_1.pt", "latest.pt"]
     load_checkpoint(output / "latest.pt")
+
+
+def _no_model_may_be_built(monkeypatch) -> None:
+    """Make building a model or reading a checkpoint fail loudly: the checks under test must come first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built (or a checkpoint read) before the output was checked")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def _unwritable(monkeypatch, locked: Path) -> None:
+    """Folders under `locked` refuse new files, as a read-only mount or a folder of another user does."""
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).is_relative_to(locked):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+OUTPUT_COMMANDS = {
+    "train": lambda out: [*TRAIN, "--workers", "0", "--output", out],
+    "eval": lambda out: ["eval", "zeroshot", "--checkpoint", "weights-only.pt", "--data", "labelled", *EVAL,
+                         "--output", f"{out}.json"],
+    "export": lambda out: ["export", "--checkpoint", "weights-only.pt", "--output", out],
+    "demo": lambda out: ["demo", "--device", "cpu", "--output", out],
+    "predict": lambda out: ["predict", "images", "--labels", "a,b", "--checkpoint", "weights-only.pt",
+                            "--output", f"{out}.csv"],
+    "index": lambda out: ["index", "images", "--checkpoint", "weights-only.pt", "--output", f"{out}.npz"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", list(OUTPUT_COMMANDS))
+def test_unwritable_output_is_one_line_before_any_model_is_built(files, tmp_path, monkeypatch, capsys, command):
+    locked = tmp_path / "locked"
+    arguments = OUTPUT_COMMANDS[command](str(locked / "out"))
+    given = arguments[-1]
+    folder = Path(given) if command in ("train", "demo") else locked  # a folder output, or a file's folder
+    monkeypatch.chdir(files)
+    _unwritable(monkeypatch, locked)
+    _no_model_may_be_built(monkeypatch)
+    assert main(arguments) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"cyclip: error: --output {given}: cannot write in {folder} (permission denied); choose another --output "
+        "or make the folder writable"
+    )
+
+
+def test_training_paths_are_checked_before_the_model_is_built(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    _no_model_may_be_built(monkeypatch)
+    assert main([*TRAIN, "--output", str(tmp_path / "run"), "--zeroshot-data", "nowhere"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("cyclip: error: --zeroshot-data nowhere: folder not found; a labelled set is a folder")
+
+
+def test_a_log_that_cannot_be_written_warns_once_and_training_goes_on(files, tmp_path, monkeypatch, caplog):
+    """metrics.jsonl on a full disk: one warning naming it; the run ends normally with its checkpoint."""
+    output = tmp_path / "run"
+    real_open = Path.open
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            self.handle.close()
+
+    def open_metrics(self, *args, **kwargs):
+        handle = real_open(self, *args, **kwargs)
+        return FullDisk(handle) if self.name == "metrics.jsonl" else handle
+
+    monkeypatch.chdir(files)
+    monkeypatch.setattr(Path, "open", open_metrics)
+    with caplog.at_level(logging.WARNING, logger="cyclip.train"):
+        code = main([*TRAIN, "--workers", "0", "--output", str(output), "--epochs", "2", "--log-every", "1"])
+    monkeypatch.undo()
+    assert code == 0
+    warnings = [record.getMessage() for record in caplog.records if "metrics.jsonl" in record.getMessage()]
+    assert warnings == [
+        f"{output / 'metrics.jsonl'}: no space left on device; metrics are no longer written there, training goes on"
+    ]
+    assert (output / "epoch_2.pt").is_file() and load_checkpoint(output / "latest.pt")
+    assert list((output / "tensorboard").glob("events.out.tfevents.*"))  # the other log went on

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import yaml
 from PIL import Image
 
-from cyclip.files import read_yaml_mapping
+from cyclip.files import read_yaml_mapping, write_text_atomically
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
@@ -281,7 +281,7 @@ class TrainConfig(CheckedConfig):
     )
 
     def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text_atomically(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _train_option(name: str) -> Any:

@@ -6,6 +6,8 @@ other file the user creates would get (the umask's, not the 0600 of a temporary 
 over the target; the rename is flushed too. On any exception the temporary file is removed, and a write the
 file system refuses (full disk, no permission, read-only) becomes one `OutputWriteError` line naming the file,
 even where the writer wraps it (torch reports a full disk as a RuntimeError raised while handling the OSError).
+Commands check their output locations with `require_writable_folder` / `require_writable_file` before any
+model is built, so that such a problem is found at start-up, not after the first epoch.
 
 Reading: whatever is wrong with a file the user gave is one `DataError` that starts with the file's path
 and says where (line, column or byte) and how to fix it, so the command line can print it as one line.
@@ -38,6 +40,8 @@ __all__ = [
     "read_json",
     "read_text",
     "read_yaml_mapping",
+    "require_writable_file",
+    "require_writable_folder",
     "write_atomically",
     "write_text_atomically",
 ]
@@ -127,6 +131,37 @@ def write_failure(path: Path, error: OSError, kept: str | None = None) -> str:
 def _file_in_the_way(folder: Path) -> Path:
     """`folder` or the nearest of its parents that exists: the file that makes creating `folder` fail."""
     return next((candidate for candidate in (folder, *folder.parents) if candidate.exists()), folder)
+
+
+def require_writable_folder(folder: str | os.PathLike, flag: str = "--output", given: str | None = None) -> Path:
+    """Create `folder` and write and remove a probe file in it, so that an output location that cannot be
+    written is one OutputWriteError line at start-up, naming `flag` and the value `given` (default: the
+    folder), not a traceback after the model is built."""
+    folder = Path(folder)
+    shown = f"{flag} {given or folder}"
+    blocker = _file_in_the_way(folder)
+    if blocker.exists() and not blocker.is_dir():
+        raise OutputWriteError(f"{shown}: {blocker} is a file, not a folder; choose another {flag} or move the file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".cyclip-write-test.", suffix=".tmp")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise OutputWriteError(
+            f"{shown}: cannot write in {folder} ({reason}); choose another {flag} or make the folder writable"
+        ) from None
+    return folder
+
+
+def require_writable_file(path: str | os.PathLike, flag: str = "--output") -> Path:
+    """Check that the file `path` can be written (its folder is created and probed); see require_writable_folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputWriteError(f"{flag} {path}: is a folder; pass a file name, e.g. {path / 'results.json'}")
+    require_writable_folder(path.parent, flag, given=str(path))
+    return path
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from cyclip import distributed
 from cyclip.checkpoints import (
+    newest_checkpoint,
     read_checkpoint,
     replace_with_link,
     require_training_state,
@@ -34,6 +35,7 @@ from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.metrics_log import MetricsWriter
 from cyclip.models import create_model
 from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective
+from cyclip.preflight import check_training_run
 from cyclip.runtime import autocast, resolve_device, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("cyclip.train")
@@ -86,6 +88,7 @@ class Trainer:
                 f"{self.output} already holds a run (latest.pt); continue it with --resume latest "
                 "or choose another --output"
             )
+        check_training_run(config)
         self.is_main = distributed.rank() == 0
         if not self.is_main:
             logging.getLogger("cyclip").setLevel(logging.WARNING)  # rank 0 alone reports progress
@@ -254,9 +257,11 @@ class Trainer:
     def _log_train(self, metrics, means, first_bad_step, skipped, since, since_step) -> dict[str, float]:
         bad = int(first_bad_step)
         if bad >= 0:
+            kept = newest_checkpoint(self.output)
             raise NonFiniteLossError(
-                f"the loss became non-finite at step {bad} (epoch {self.epoch + 1}); training stopped and the last "
-                f"good checkpoint is kept in {self.output}. Try a lower --lr, --grad-clip-norm, or --precision fp32"
+                f"the loss became non-finite at step {bad} (epoch {self.epoch + 1}); training stopped, "
+                + (f"the last good checkpoint is {kept}" if kept else "before any checkpoint was written")
+                + ". Try a lower --lr, --grad-clip-norm, or --precision fp32"
             )
         self.skipped_samples += int(skipped)
         skipped.zero_()

@@ -144,11 +144,13 @@ def _spec(args: argparse.Namespace) -> TaskSpec:
 def _run_task(args: argparse.Namespace) -> None:
     from cyclip.evaluation.report import flatten_metrics
     from cyclip.evaluation.tasks import run_task
-    from cyclip.files import write_text_atomically
+    from cyclip.files import require_writable_file, write_text_atomically
 
     spec = _spec(args)
     if getattr(args, "format", "cyclip") == "clip_benchmark" and not args.output:
         raise ValueError("--format clip_benchmark: give --output FILE, the JSON file to write in that layout")
+    if args.output:
+        require_writable_file(args.output)
     encoder, model_name = _encoder(args.checkpoint, args.model, _settings(args)) if args.checkpoint else (None, None)
     metrics = run_task(spec, encoder)
     print(f"{spec.label}:")
@@ -168,9 +170,11 @@ def _run_task(args: argparse.Namespace) -> None:
 def _run_embed(args: argparse.Namespace) -> None:
     from cyclip.evaluation.embeddings_file import save_embeddings
     from cyclip.evaluation.tasks import embeddings_for
+    from cyclip.files import require_writable_file
 
     if not args.data:
         raise ValueError("--data is required: the dataset to embed")
+    require_writable_file(args.output)
     encoder, _ = _encoder(args.checkpoint, args.model, _settings(args))
     task = "retrieval" if _is_retrieval_file(args.data) else "zeroshot"
     spec = TaskSpec(task=task, data=args.data, root=args.root, split=args.split, image_root=args.image_root)
@@ -182,6 +186,7 @@ def _run_embed(args: argparse.Namespace) -> None:
 def _run_suite(args: argparse.Namespace) -> None:
     from cyclip.evaluation.report import markdown_table, write_results
     from cyclip.evaluation.tasks import run_suite
+    from cyclip.files import require_writable_file
 
     config = _read_suite_config(Path(args.config))
     checkpoint = args.checkpoint or config.get("checkpoint")
@@ -192,9 +197,10 @@ def _run_suite(args: argparse.Namespace) -> None:
         settings = _settings(args, {name: config[name] for name in EVAL_FIELDS if name in config})
     except ValueError as error:
         raise ValueError(f"{args.config}: {error}") from None
+    output = require_writable_file(args.output or Path(checkpoint).parent / "eval.json")
     encoder, model_name = _encoder(checkpoint, args.model or config.get("model"), settings)
     results = run_suite(specs, encoder, checkpoint, model_name)
-    output, table = write_results(results, args.output or Path(checkpoint).parent / "eval.json")
+    output, table = write_results(results, output)
     print(markdown_table(results))
     if encoder.images_embedded:
         rate = encoder.images_embedded / max(encoder.seconds_embedding, 1e-9)
