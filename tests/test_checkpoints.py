@@ -305,3 +305,16 @@ def test_resume_needs_training_state(tmp_path, checkpoint, kind):
         f"these weights pass --pretrained {path} instead of --resume"
     )
     require_training_state({key: None for key in TRAINING_STATE_KEYS}, path)  # a full training checkpoint passes
+
+
+def test_torchscript_archive_is_refused_in_one_line(tmp_path, capsys):
+    """OpenAI's original CLIP files are TorchScript archives: refused with the way to a state dict, not a traceback."""
+    from cyclip.cli import main
+
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "ViT-B-32.pt")
+    with pytest.raises(ValueError, match="a TorchScript archive"):
+        read_checkpoint(tmp_path / "ViT-B-32.pt")
+    argv = ["train", "--train-data", "x.csv", "--pretrained", str(tmp_path / "ViT-B-32.pt"), "--output", str(tmp_path)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "TorchScript archive" in error and "hf download" in error

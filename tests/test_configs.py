@@ -89,7 +89,7 @@ def test_dry_run_of_every_recipe_prints_the_resolved_plan_and_writes_nothing(
     assert "global 128 = 128 per process x 1 accumulation x 1 process(es)" in plan
     assert f"64 epochs x {steps:,} steps = {64 * steps:,} steps" in plan
     lambdas = RECIPES[recipe]
-    assert f"lambda_inmodal {lambdas[0]:g}, lambda_crossmodal {lambdas[1]:g}" in plan
+    assert f"clip loss, lambda_inmodal {lambdas[0]:g}, lambda_crossmodal {lambdas[1]:g}" in plan
     assert "warm-up (10,000 steps) is not shorter than the run" in plan  # the digits are far smaller than CC3M
     assert list(tmp_path.iterdir()) == []  # nothing written: no output folder, no log
 

@@ -580,6 +580,23 @@ def test_labelled_folder_and_its_out_of_range_label(tmp_path):
     assert message == f"{folder / 'labels.csv'}: line 3: label 2 is out of range for 2 classes (valid: 0..1)"
 
 
+def test_classes_json_templates_take_clip_benchmarks_placeholder(tmp_path):
+    folder = tmp_path / "my-set"
+    write_image(folder / "a.png", (1, 1, 1))
+    templates = ["a photo of a {c}.", "{c}, or a {} with {{braces}}", "art of a {}."]
+    (folder / "classes.json").write_text(json.dumps({"classes": ["cat", "dog"], "templates": templates}))
+    (folder / "labels.csv").write_text("image,label\na.png,cat\n")
+    data = open_classification(str(folder), None, "test", to_tensor)
+    assert [t.format("dog") for t in data.templates] == [
+        "a photo of a dog.",
+        "dog, or a dog with {braces}",
+        "art of a dog.",
+    ]
+    (folder / "classes.json").write_text(json.dumps({"classes": ["cat"], "templates": ["a photo of a {name}."]}))
+    message = error_line(lambda: open_classification(str(folder), None, "test", to_tensor))
+    assert "classes.json: template 'a photo of a {name}.' needs the class name as '{}'" in message
+
+
 def test_image_folder_tree(tmp_path):
     write_image(tmp_path / "tabby_cat" / "1.jpg", (1, 0, 0))
     write_image(tmp_path / "golden_retriever" / "1.png", (2, 0, 0))

@@ -131,15 +131,26 @@ def test_suite_writes_one_json_and_markdown_and_records_failures(setup, tmp_path
         f"  - {{task: granularity, data: {data.zeroshot_dir}, superclasses: {data.superclasses}}}\n"
         f"  - {{task: zeroshot, data: {tmp_path / 'missing'}, name: zeroshot/missing}}\n"
     )
-    output = run(["eval", "suite", "--config", str(config), "--checkpoint", str(checkpoint)], capsys)
-    results = json.loads((checkpoint.parent / "eval.json").read_text())
+    command = ["eval", "suite", "--config", str(config), "--checkpoint", str(checkpoint)]
+    output = run(command, capsys)
+    results = json.loads((checkpoint.parent / "eval-eval.json").read_text())  # named after the suite file
     assert results["model"] == "cyclip-vit-tiny"
     assert set(results["tasks"]) == {"zeroshot/digits", "granularity/zeroshot", "zeroshot/missing"}
     assert (
         "error" in results["tasks"]["zeroshot/missing"] and "missing" in results["tasks"]["zeroshot/missing"]["error"]
     )
     assert results["tasks"]["granularity/zeroshot"]["metrics"]["coarse_top1"] >= 0
-    assert (checkpoint.parent / "eval.md").is_file() and "zeroshot/digits" in output
+    assert (checkpoint.parent / "eval-eval.md").is_file() and "zeroshot/digits" in output
+
+    assert main(command) == 2  # never replaces results silently, and says so before evaluating
+    assert capsys.readouterr().err == (
+        f"cyclip: error: {checkpoint.parent / 'eval-eval.json'}: exists; pass --overwrite to replace it, "
+        "or --output another file\n"
+    )
+    (checkpoint.parent / "eval-eval.json").unlink()
+    assert main(command) == 2 and "eval-eval.md: exists" in capsys.readouterr().err
+    run([*command, "--overwrite"], capsys)
+    assert json.loads((checkpoint.parent / "eval-eval.json").read_text())["tasks"].keys() == results["tasks"].keys()
 
 
 def test_bad_suite_config_is_one_line(tmp_path, capsys):

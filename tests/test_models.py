@@ -168,7 +168,8 @@ def test_wrong_architecture_is_refused_with_keys_and_shapes(tmp_path, vit_and_rn
     assert f"{conv} {list(vit_state[conv].shape)} vs model {list(rn[conv].shape)}" in message
     unexpected = [k for k in vit_state if k not in rn]
     assert f"{len(unexpected)} unexpected: {unexpected[0]} {list(vit_state[unexpected[0]].shape)}" in message
-    missing = [k for k in rn if k not in vit_state]
+    # BatchNorm's step counters are not weights (torch fills them in): they are not reported missing.
+    missing = [k for k in rn if k not in vit_state and not k.endswith(".num_batches_tracked")]
     assert f"{len(missing)} missing: {missing[0]} {list(rn[missing[0]].shape)}" in message
     assert message.startswith(f"{path}: weights do not fit model 'cyclip-rn-tiny'") and "\n" not in message
     hint = "trained as 'cyclip-vit-tiny'" if layout == "cyclip checkpoint" else "pass the matching model"

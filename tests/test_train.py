@@ -172,7 +172,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights(digits, tmp_path):
         [*base, "--output", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
-    while not (killed / "epoch_1.pt").exists():
+    while not (killed / "latest.pt").exists():  # linked once epoch_1.pt is complete: the first resumable state
         assert process.poll() is None and time.monotonic() < deadline, "run ended before its first checkpoint"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)

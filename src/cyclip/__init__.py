@@ -1,4 +1,24 @@
-"""cyclip: train and evaluate CLIP and CyCLIP (Goel et al., NeurIPS 2022) image-text models."""
+"""cyclip: train and evaluate CLIP and CyCLIP (Goel et al., NeurIPS 2022) image-text models.
+
+The public functions (`dir(cyclip)` lists them; `cyclip --help` is the command line):
+
+    load_checkpoint(path, device, model_name)  (model, preprocess, tokenizer) of a cyclip checkpoint, an exported
+                                                folder, or an open_clip / OpenAI weights file with model_name
+    load_model(path, model_name, device)        the same as a LoadedModel, with architecture, source, fingerprint
+    embed_images(model, images)                 L2-normalised image embeddings [N, d] of PIL images or files
+    embed_texts(model, tokenizer, texts)        L2-normalised text embeddings [M, d]
+    ZeroShotClassifier(model, tokenizer, classnames, templates)
+                                                .predict(images, k) and .probabilities(images)
+    cyclip_loss(image_features, text_features, logit_scale, lambda_inmodal, lambda_crossmodal)
+                                                the CyCLIP objective, a CyclipLossOutput of its named terms
+    clip_loss(image_features, text_features, logit_scale)
+                                                the symmetric contrastive (CLIP) loss
+    cyclic_regularizers(image_features, text_features)
+                                                (in-modal, cross-modal) cyclic regularizers
+
+Evaluation is `cyclip.evaluation` (one function per task, on embeddings); training is
+`cyclip.train.train(cyclip.config.TrainConfig(...))`.
+"""
 
 import importlib
 from typing import Any

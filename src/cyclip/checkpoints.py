@@ -17,6 +17,7 @@ import pickletools
 import shutil
 import struct
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,14 @@ import torch
 
 from cyclip.errors import OutputWriteError
 from cyclip.files import refused_write, write_atomically, write_failure
+from cyclip.provenance import provenance
 
 __all__ = [
     "TRAINING_STATE_KEYS",
     "newest_checkpoint",
     "read_checkpoint",
     "read_safetensors",
+    "refuse_torchscript",
     "replace_with_link",
     "require_training_state",
     "save_checkpoint",
@@ -48,10 +51,12 @@ _CODE_OPCODES = frozenset(
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> None:
     """Write `payload` with `torch.save` so that `path` holds either the old file or the complete new one.
 
-    A write the file system refuses (ENOSPC, EACCES, EROFS, ...) leaves no temporary file and raises
-    OutputWriteError naming the newest checkpoint that is still intact.
+    A `provenance` entry (versions, git commit, command line: strings, readable weights-only) is added unless
+    the payload has one. A write the file system refuses (ENOSPC, EACCES, EROFS, ...) leaves no temporary file
+    and raises OutputWriteError naming the newest checkpoint that is still intact.
     """
     path = Path(path)
+    payload = {**payload, "provenance": payload.get("provenance") or provenance()}
     try:
         write_atomically(path, lambda file: torch.save(payload, file))
     except OutputWriteError as error:
@@ -112,6 +117,7 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise FileNotFoundError(f"{path}: checkpoint file not found; pass the path of an existing .pt file")
     if _is_safetensors(path):
         return read_safetensors(path, device)[0]
+    refuse_torchscript(path)
     try:
         with warnings.catch_warnings():  # torch's note on a pickle protocol it does not expect: the error says more
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
@@ -210,6 +216,26 @@ def _looks_like(path: Path) -> str:
         if error.start < len(head) - 3:  # not merely a character cut at the end of what was read
             return "unrecognised bytes"
     return "a text file" if b"\x00" not in head else "unrecognised bytes"
+
+
+def refuse_torchscript(path: Path) -> None:
+    """Refuse (ValueError) a TorchScript archive, which torch loads only together with the code it holds;
+    cheap (the zip directory alone), so start-up checks can run it before anything is built."""
+    if _is_torchscript_archive(path):
+        raise ValueError(
+            f"{path}: refused to load: a TorchScript archive (the format of OpenAI's original CLIP releases), which "
+            "torch loads only together with the code it holds; take the same weights as a state dict from open_clip "
+            "(e.g. `hf download timm/vit_base_patch32_clip_224.openai open_clip_pytorch_model.bin` for ViT-B/32), or "
+            "convert a file you trust once with torch.jit.load(...).state_dict() and torch.save"
+        )
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """Whether `path` is a zip archive holding TorchScript code (a `constants.pkl` entry), as torch.jit.save writes."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
 
 
 def _unpickling_reason(error: pickle.UnpicklingError) -> str:

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cyclip.config import TrainConfig  # noqa: E402
 from cyclip.data import DigitsDemoData, write_digits_demo  # noqa: E402
 from cyclip.evaluation.encoder import Encoder  # noqa: E402
+from cyclip.evaluation.figures import run_colours  # noqa: E402
 from cyclip.evaluation.report import compare_runs, write_results  # noqa: E402
 from cyclip.evaluation.settings import EvalConfig  # noqa: E402
 from cyclip.evaluation.tasks import RETRIEVAL, TASKS, TaskSpec, run_suite  # noqa: E402
@@ -138,20 +139,12 @@ def _metric_getter(task: str, name: str) -> Callable[[dict[str, Any]], float]:
     return lambda run: run["eval"]["tasks"][task]["metrics"][name]
 
 
-ROWS = [
-    ("zero-shot top-1, held-out digits (%)", lambda r: 100 * _metric_getter("zeroshot/digits", "top1")(r), "{:.1f}"),
-    (
-        "linear probe, held-out digits (%)",
-        lambda r: 100 * _metric_getter("linear-probe/digits", "score")(r),
-        "{:.1f}",
-    ),
-    ("in-modal gap, held-out pairs", _metric_getter("consistency/digits", "inmodal_gap"), "{:.4f}"),
-    ("cross-modal gap, held-out pairs", _metric_getter("consistency/digits", "crossmodal_gap"), "{:.4f}"),
-    (
-        "consistency@1, held-out pairs (%)",
-        lambda r: 100 * _metric_getter("consistency/digits", "consistency@1")(r),
-        "{:.1f}",
-    ),
+ROWS = [  # label, value, format: fractions in [0, 1] like every other output
+    ("zero-shot top-1, held-out digits ↑", _metric_getter("zeroshot/digits", "top1"), "{:.4f}"),
+    ("linear probe, held-out digits ↑", _metric_getter("linear-probe/digits", "score"), "{:.4f}"),
+    ("in-modal gap, held-out pairs ↓", _metric_getter("consistency/digits", "inmodal_gap"), "{:.4f}"),
+    ("cross-modal gap, held-out pairs ↓", _metric_getter("consistency/digits", "crossmodal_gap"), "{:.4f}"),
+    ("consistency@1, held-out pairs ↑", _metric_getter("consistency/digits", "consistency@1"), "{:.4f}"),
     ("final train contrastive loss", lambda r: r["history"][-1]["train"][TERM_NAMES.contrastive], "{:.4f}"),
     ("final val contrastive loss", lambda r: r["history"][-1]["val"][TERM_NAMES.contrastive], "{:.4f}"),
     ("final val in-modal regularizer", lambda r: r["history"][-1]["val"][TERM_NAMES.inmodal_cyclic], "{:.4f}"),
@@ -173,28 +166,32 @@ def _read_metrics(run_output: str) -> list[dict[str, Any]]:
 
 
 def _plot_curves(results: dict[str, Any], path: Path) -> None:
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    """Losses, regularizers and zero-shot accuracy during training, each run in its colour of the comparison
+    figures (training solid, validation dashed)."""
+    colours = run_colours(list(results))
+    contrastive, inmodal, crossmodal = TERM_NAMES.contrastive, TERM_NAMES.inmodal_cyclic, TERM_NAMES.crossmodal_cyclic
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5), layout="constrained")
     for name, result in results.items():
         metrics = _read_metrics(result["output"])
         train = [m for m in metrics if m["split"] == "train"]
         val = [m for m in metrics if m["split"] == "val"]
         zeroshot = [m for m in metrics if m["split"] == "zeroshot"]
-        contrastive, inmodal, crossmodal = (
-            TERM_NAMES.contrastive,
-            TERM_NAMES.inmodal_cyclic,
-            TERM_NAMES.crossmodal_cyclic,
+        colour = colours[name]
+        axes[0].plot([m["epoch"] for m in train], [m[contrastive] for m in train], color=colour, label=f"{name} train")
+        axes[0].plot([m["epoch"] for m in val], [m[contrastive] for m in val], "o--", color=colour, label=f"{name} val")
+        axes[1].plot([m["epoch"] for m in val], [m[inmodal] for m in val], "o-", color=colour, label=f"{name} in-modal")
+        axes[1].plot(
+            [m["epoch"] for m in val], [m[crossmodal] for m in val], "s--", color=colour, label=f"{name} cross-modal"
         )
-        axes[0].plot([m["step"] for m in train], [m[contrastive] for m in train], label=f"{name} train")
-        axes[0].plot([m["step"] for m in val], [m[contrastive] for m in val], "o--", label=f"{name} val")
-        axes[1].plot([m["step"] for m in val], [m[inmodal] for m in val], "o-", label=f"{name} in-modal")
-        axes[1].plot([m["step"] for m in val], [m[crossmodal] for m in val], "s--", label=f"{name} cross-modal")
-        axes[2].plot([m["epoch"] for m in zeroshot], [100 * m["top1"] for m in zeroshot], "o-", label=name)
-    axes[0].set(title="contrastive loss", xlabel="step")
-    axes[1].set(title="cyclic regularizers (validation)", xlabel="step", yscale="log")
-    axes[2].set(title="zero-shot top-1 on held-out digits (%)", xlabel="epoch")
+        axes[2].plot([m["epoch"] for m in zeroshot], [m["top1"] for m in zeroshot], "o-", color=colour, label=name)
+    axes[0].set(title="contrastive loss", xlabel="epoch", ylabel="cross-entropy (nats)")
+    axes[1].set(
+        title="cyclic regularizers (validation)", xlabel="epoch", ylabel="regularizer value (log scale)", yscale="log"
+    )
+    axes[2].set(title="zero-shot top-1", xlabel="epoch", ylabel="accuracy (fraction of images)", ylim=(0, 1.05))
     for axis in axes:
         axis.legend()
         axis.grid(alpha=0.3)
-    figure.tight_layout()
+    figure.suptitle(f"Training on the demo's digits, held-out digits for validation: {' vs '.join(results)}")
     figure.savefig(path, dpi=120)
     plt.close(figure)

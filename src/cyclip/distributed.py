@@ -98,15 +98,37 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_logsumexp(tensor: torch.Tensor) -> torch.Tensor:
+    """log of the sum over ranks of exp(tensor), elementwise and stable (not differentiable).
+
+    Merges per-rank partial log-sum-exps into global ones; entries that are -inf on every rank stay -inf.
+    """
+    if not is_distributed():
+        return tensor
+    peak = tensor.clone()
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    total = (tensor - peak).exp()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.log() + peak
+
+
+def all_gather(local: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's `local` (equal shapes) along dim 0, without a graph."""
+    if not is_distributed():
+        return local
+    local = local.contiguous()
+    gathered = local.new_empty((world_size() * local.shape[0], *local.shape[1:]))
+    _all_gather_single(gathered, local)
+    return gathered
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward sums every rank's gradient for the local rows."""
 
     @staticmethod
     def forward(ctx, local: torch.Tensor) -> torch.Tensor:
-        local = local.contiguous()
-        gathered = local.new_empty((world_size() * local.shape[0], *local.shape[1:]))
-        _all_gather_single(gathered, local)
-        return gathered
+        return all_gather(local)
 
     @staticmethod
     def backward(ctx, grad_gathered: torch.Tensor) -> torch.Tensor:

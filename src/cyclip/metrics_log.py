@@ -37,8 +37,12 @@ class MetricsWriter:
             except OSError as error:
                 self._give_up("tensorboard", self.tensorboard_path, error)
 
-    def write(self, split: str, step: int, epoch: int, values: dict[str, float]) -> None:
-        """One record: a line {"split", "step", "epoch", **values}, and each value as the scalar `split/name`."""
+    def write(self, split: str, step: int, epoch: float, values: dict[str, float]) -> None:
+        """One record: a line {"split", "step", "epoch", **values}, and each value as the scalar `split/name`.
+
+        `epoch` is the training done when the record is written, in epochs, on every split alike: a training
+        record half-way through the second epoch has 1.5, the validation record after it 2.
+        """
         if self.jsonl is not None:
             try:
                 self.jsonl.write(json.dumps({"split": split, "step": step, "epoch": epoch, **values}) + "\n")

@@ -13,6 +13,7 @@ import difflib
 import functools
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -29,8 +30,9 @@ from open_clip.model import (
     resize_pos_embed,
     resize_text_pos_embed,
 )
+from open_clip.modified_resnet import ModifiedResNet
 
-from cyclip.checkpoints import read_checkpoint, read_safetensors
+from cyclip.checkpoints import read_checkpoint, read_safetensors, refuse_torchscript
 from cyclip.files import read_json
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "create_model",
     "load_checkpoint",
     "load_model",
+    "lock_towers",
     "model_config",
     "model_from_checkpoint",
     "weights_fingerprint",
@@ -93,8 +96,15 @@ def model_config(name: str) -> dict[str, Any]:
     return open_clip.get_model_config(_check_model_name(name))
 
 
+# SigLIP's initial temperature and bias (Zhai et al., 2023): t = exp(logit_scale) = 10, b = -10.
+SIGMOID_HEAD = {"init_logit_scale": math.log(10.0), "init_logit_bias": -10.0}
+
+
 def create_model(
-    name: str, pretrained: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+    name: str,
+    pretrained: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    sigmoid_head: bool = False,
 ) -> tuple[torch.nn.Module, Callable, Callable, Callable]:
     """Build `(model, preprocess_train, preprocess_val, tokenizer)` for an open_clip architecture.
 
@@ -102,11 +112,14 @@ def create_model(
     file or a cyclip training checkpoint; or a folder in open_clip's `local-dir:` layout (what `cyclip export`
     writes), whose weights are loaded and whose preprocessing is used. `name` may also be `local-dir:<folder>`:
     the architecture, preprocessing and (unless `pretrained` is given) the weights all come from that folder.
+    `sigmoid_head` adds SigLIP's learnable bias and starts the scale and bias at SigLIP's t = 10, b = -10.
     """
     name = _check_model_name(name)
     folder_config: dict[str, Any] | None = None
     weights: Path | None
     if pretrained is not None:
+        if not Path(pretrained).exists():
+            _refuse_pretrained_tag(name, str(pretrained))
         weights, folder_config = _resolve_pretrained(Path(pretrained))
     else:
         weights = _weights_in_folder(_local_dir(name)) if name.startswith(LOCAL_DIR_PREFIX) else None
@@ -115,11 +128,48 @@ def create_model(
     state_dict, trained_as = _read_weights(weights) if weights is not None else (None, None)  # refusals come first
     preprocess = (folder_config or {}).get("preprocess_cfg") or {}
     model, preprocess_train, preprocess_val = _build_with_weights(
-        name, device, preprocess, state_dict, source=str(weights), trained_as=trained_as
+        name,
+        device,
+        preprocess,
+        state_dict,
+        source=str(weights),
+        trained_as=trained_as,
+        head=SIGMOID_HEAD if sigmoid_head else None,
     )
     if folder_config is not None:
         _check_same_architecture(folder_config.get("model_cfg"), name, source=str(pretrained))
     return model, preprocess_train, preprocess_val, open_clip.get_tokenizer(name)
+
+
+def lock_towers(
+    model: torch.nn.Module,
+    *,
+    image: bool = False,
+    image_unlocked_groups: int = 0,
+    image_freeze_bn_stats: bool = False,
+    text: bool = False,
+    text_unlocked_layers: int = 0,
+) -> None:
+    """Freeze the image and/or text tower as OpenCLIP's --lock-image / --lock-text do (LiT), with open_clip's own
+    `lock_image_tower` / `lock_text_tower`: their parameters stop requiring gradients (so the optimizer leaves them
+    out), except the last `*_unlocked_*` layer groups; `image_freeze_bn_stats` also stops the image tower's
+    BatchNorm layers from updating their running statistics."""
+    towers: Any = model  # open_clip's CLIP and CustomTextCLIP both have the two lock methods
+    if image:
+        if image_unlocked_groups and isinstance(getattr(model, "visual", None), ModifiedResNet):
+            raise ValueError(
+                f"--lock-image-unlocked-groups {image_unlocked_groups}: open_clip can only lock a ResNet image tower "
+                "whole; drop --lock-image-unlocked-groups, or use a ViT"
+            )
+        if image_freeze_bn_stats and not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()):
+            log.warning("--lock-image-freeze-bn-stats: the image tower has no BatchNorm layers; nothing to freeze")
+        towers.lock_image_tower(unlocked_groups=image_unlocked_groups, freeze_bn_stats=image_freeze_bn_stats)
+    if text:
+        towers.lock_text_tower(unlocked_layers=text_unlocked_layers)
+    if image or text:
+        frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        log.info("locked towers: %d of %d parameters frozen, %d trained", frozen, total, total - frozen)
 
 
 def load_checkpoint(
@@ -271,6 +321,16 @@ def _weights_in_folder(folder: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
+def check_pretrained(name: str, pretrained: str | os.PathLike) -> None:
+    """Refuse `pretrained` as `create_model` would, without reading weights or building anything, so that start-up
+    checks find it: one of open_clip's tags (with how to fetch its file), a missing path, a folder without
+    weights, a TorchScript archive."""
+    if not Path(pretrained).exists():
+        _refuse_pretrained_tag(name, str(pretrained))
+    weights, _ = _resolve_pretrained(Path(pretrained))
+    refuse_torchscript(weights)
+
+
 def _resolve_pretrained(path: Path) -> tuple[Path, dict[str, Any] | None]:
     """The weights file `pretrained` names, and the folder's config when it names an exported folder."""
     if path.is_file():
@@ -289,16 +349,40 @@ def _resolve_pretrained(path: Path) -> tuple[Path, dict[str, Any] | None]:
     )
 
 
+def _refuse_pretrained_tag(name: str, tag: str) -> None:
+    """A FileNotFoundError that says how to fetch the file once when `tag` is one of open_clip's pretrained tags for
+    `name` (cyclip reads weights only from local files); nothing otherwise."""
+    source = open_clip.get_pretrained_cfg(name, tag)
+    if not source:
+        return
+    fetch = f"import open_clip; print(open_clip.download_pretrained(open_clip.get_pretrained_cfg({name!r}, {tag!r})))"
+    how = f'fetch it once with `python -c "{fetch}"` (it prints the file\'s path)'
+    if source.get("hf_hub"):  # 'org/repo/' (open_clip's default file name) or 'org/repo/file'
+        repo, file_name = os.path.split(source["hf_hub"])
+        how += f" or `hf download {repo} {file_name or 'open_clip_pytorch_model.bin'} --local-dir weights/`"
+    quick_gelu = (
+        f"; these weights use QuickGELU, so train them as --model {name}-quickgelu"
+        if (source.get("quick_gelu") and not name.endswith("-quickgelu") and f"{name}-quickgelu" in available_models())
+        else ""
+    )
+    raise FileNotFoundError(
+        f"--pretrained {tag}: not a file but open_clip's tag for {name} weights, and cyclip never downloads weights: "
+        f"{how}, then pass the file's path to --pretrained{quick_gelu}"
+    )
+
+
 def _build(
-    name: str, device: str | torch.device, preprocess: Mapping[str, Any] | None = None
+    name: str, device: str | torch.device, preprocess: Mapping[str, Any] | None = None, **head: float
 ) -> tuple[torch.nn.Module, Callable, Callable]:
-    """open_clip's model and transforms without any weights (we load them ourselves, through `_load_exactly`)."""
+    """open_clip's model and transforms without any weights (we load them ourselves, through `_load_exactly`);
+    `head` sets open_clip's `init_logit_scale` / `init_logit_bias` (a bias makes the SigLIP head)."""
     preprocess = preprocess or {}
     with _silence_random_init_warning():
         return open_clip.create_model_and_transforms(
             name,
             load_weights=False,
             device=device,
+            **head,
             image_mean=preprocess.get("mean"),
             image_std=preprocess.get("std"),
             image_interpolation=preprocess.get("interpolation"),
@@ -313,11 +397,23 @@ def _build_with_weights(
     state_dict: dict[str, torch.Tensor] | None,
     source: str,
     trained_as: str | None,
+    head: Mapping[str, float] | None = None,
 ) -> tuple[torch.nn.Module, Callable, Callable]:
-    """`_build`, then load `state_dict` (any accepted layout) exactly, when there is one."""
-    model, preprocess_train, preprocess_val = _build(name, device, preprocess)
+    """`_build`, then load `state_dict` (any accepted layout) exactly, when there is one.
+
+    Weights that carry a `logit_bias` (a model trained with the sigmoid loss) get a model with that head; a
+    sigmoid head (`head`) started from weights without one keeps its initial bias.
+    """
+    head = dict(head or {})
+    if state_dict is not None and any(key.endswith("logit_bias") for key in state_dict):
+        head.setdefault("init_logit_bias", 0.0)  # replaced by the stored bias
+    model, preprocess_train, preprocess_val = _build(name, device, preprocess, **head)
     if state_dict is not None:
-        _load_exactly(model, _to_open_clip_layout(state_dict, model), name, source=source, trained_as=trained_as)
+        weights = _to_open_clip_layout(state_dict, model)
+        bias = getattr(model, "logit_bias", None)
+        if bias is not None and "logit_bias" not in weights:
+            weights["logit_bias"] = bias.detach().clone()
+        _load_exactly(model, weights, name, source=source, trained_as=trained_as)
     return model, preprocess_train, preprocess_val
 
 
@@ -431,7 +527,9 @@ def _load_exactly(
 ) -> None:
     """Load every weight or none: a mismatch is one ValueError listing the differing keys and shapes."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
+    # BatchNorm's step counter is not a weight: frozen BatchNorm layers (--lock-image-freeze-bn-stats) have none,
+    # and torch fills it in when a state dict lacks it.
+    missing = [k for k in expected if k not in state_dict and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in state_dict if k not in expected]
     reshaped = [k for k in state_dict if k in expected and _shape(state_dict[k]) != _shape(expected[k])]
     if missing or unexpected or reshaped:

@@ -31,7 +31,9 @@ def training_plan(config: TrainConfig, world_size: int | None = None) -> dict[st
         raise ValueError("--train-data is required: a CSV/TSV of image paths and captions, or WebDataset shards")
     world_size = planned_world_size() if world_size is None else world_size
     cpu = torch.device("cpu")
-    model, preprocess_train, preprocess_val, tokenizer = create_model(config.model, pretrained=config.pretrained)
+    model, preprocess_train, preprocess_val, tokenizer = create_model(
+        config.model, pretrained=config.pretrained, sigmoid_head=config.loss == "siglip"
+    )
     train = PairBatches(config.train_data, preprocess_train, tokenizer, config, cpu, train=True)
     val = PairBatches(config.val_data, preprocess_val, tokenizer, config, cpu, train=False) if config.val_data else None
     global_batch = config.batch_size * config.accum_freq * world_size
@@ -54,6 +56,7 @@ def training_plan(config: TrainConfig, world_size: int | None = None) -> dict[st
         "total_steps": steps_per_epoch * config.epochs,
         "warmup": config.warmup,
         "lr": config.lr,
+        "loss": config.loss,
         "lambda_inmodal": config.lambda_inmodal,
         "lambda_crossmodal": config.lambda_crossmodal,
         "precision": config.precision,
@@ -72,7 +75,8 @@ def format_plan(plan: dict[str, Any]) -> str:
         f"accumulation x {plan['processes']} process(es)",
         f"schedule:  {plan['epochs']} epochs x {plan['steps_per_epoch']:,} steps = {plan['total_steps']:,} steps; "
         f"linear warm-up {plan['warmup']:,} steps to lr {plan['lr']:g}, then cosine decay to 0",
-        f"objective: lambda_inmodal {plan['lambda_inmodal']:g}, lambda_crossmodal {plan['lambda_crossmodal']:g}; "
+        f"objective: {plan['loss']} loss, lambda_inmodal {plan['lambda_inmodal']:g}, "
+        f"lambda_crossmodal {plan['lambda_crossmodal']:g}; "
         f"precision {plan['precision']}",
         f"output:    {plan['output']}",
     ]

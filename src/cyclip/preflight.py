@@ -15,6 +15,7 @@ from cyclip.data.loading import looks_like_shards
 from cyclip.data.shards import expand_urls
 from cyclip.errors import DataError
 from cyclip.files import require_writable_folder
+from cyclip.models import check_pretrained
 
 __all__ = ["check_training_run", "resume_path"]
 
@@ -29,6 +30,17 @@ def resume_path(config: TrainConfig) -> Path | None:
 def check_training_run(config: TrainConfig) -> None:
     """Raise one DataError / OutputWriteError line for the first path of `config` that cannot be used."""
     require_writable_folder(config.output, "--output")
+    if config.pretrained:
+        check_pretrained(config.model, config.pretrained)
+    checkpoint = resume_path(config)
+    if checkpoint is not None and not checkpoint.is_file():
+        what = "is a folder, not a checkpoint file" if checkpoint.is_dir() else "not found"
+        hint = (
+            f"{config.output} holds no run to continue; drop --resume to start one"
+            if config.resume == "latest"
+            else "pass a checkpoint written by `cyclip train` (e.g. OUTPUT/latest.pt)"
+        )
+        raise DataError(f"--resume {config.resume}: {checkpoint} {what}; {hint}")
     if config.train_data:
         _check_pairs("--train-data", config.train_data, config)
     if config.val_data:
@@ -40,20 +52,6 @@ def check_training_run(config: TrainConfig) -> None:
             read_labelled_folder(config.zeroshot_data)
         except DataError as error:
             raise DataError(f"--zeroshot-data {error}") from None
-    if config.pretrained and not Path(config.pretrained).exists():
-        raise DataError(
-            f"--pretrained {config.pretrained}: not found; cyclip never downloads weights, pass a local checkpoint, "
-            "state dict, .safetensors file or exported model folder"
-        )
-    checkpoint = resume_path(config)
-    if checkpoint is not None and not checkpoint.is_file():
-        what = "is a folder, not a checkpoint file" if checkpoint.is_dir() else "not found"
-        hint = (
-            f"{config.output} holds no run to continue; drop --resume to start one"
-            if config.resume == "latest"
-            else "pass a checkpoint written by `cyclip train` (e.g. OUTPUT/latest.pt)"
-        )
-        raise DataError(f"--resume {config.resume}: {checkpoint} {what}; {hint}")
 
 
 def _check_pairs(flag: str, path: str, config: TrainConfig) -> None:

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cyclip.errors import DataError
-from cyclip.evaluation.datasets.labelled import DEFAULT_TEMPLATES
 from cyclip.files import read_json
 
 __all__ = ["DEFAULT_TEMPLATES", "check_labels", "normalise_template", "parse_labels", "read_classes", "read_templates"]
 
+DEFAULT_TEMPLATES = ["a photo of a {}."]  # when a classes file or a dataset brings none
 _PLACEHOLDERS = ("", "c")  # `{}` and clip_benchmark's `{c}`
 _CLASSES_LAYOUT = '{"classes": ["cat", "dog", ...], "templates": ["a photo of a {}.", ...]} or a list of names'
 

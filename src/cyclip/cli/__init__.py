@@ -31,12 +31,32 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="cyclip", description="Train and evaluate CLIP and CyCLIP image-text models.")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the versions of cyclip, torch, open_clip and the git commit",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"cyclip.cli.{name}").add_parser(subparsers)
     for command in subparsers.choices.values():  # so that an unknown flag is reported by its command
         command.set_defaults(command_parser=command)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """--version: the provenance recorded with every result, printed on demand (git is asked only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from cyclip.provenance import provenance
+
+        record = provenance()
+        commit = f" (git {record['git_commit']})" if record["git_commit"] else ""
+        print(f"cyclip {record['cyclip']}{commit}, torch {record['torch']}, open_clip {record['open_clip']}")
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,14 +15,16 @@ from typing import Any
 
 from cyclip.cli.model_arguments import CHECKPOINT_HELP, add_model_flag
 from cyclip.evaluation.clip_benchmark_format import CLIP_BENCHMARK_TASKS
+from cyclip.evaluation.linear_probe import DEFAULT_SHOTS
 from cyclip.evaluation.settings import EVAL_FIELDS, EvalConfig
-from cyclip.evaluation.tasks import TASKS, TaskSpec
+from cyclip.evaluation.tasks import CLASSIFICATION, RETRIEVAL, TASKS, TaskSpec, parse_shots
 
 DATA_HELP = (
     "a dataset name (cifar10, imagenet, imagenet-a, ...; with --root), a labelled folder (labels.csv + "
     "classes.json, optionally with a caption column), an ImageFolder tree, or for retrieval a Karpathy JSON or "
     "an image,caption CSV"
 )
+RETRIEVAL_DATA_HELP = "a Karpathy split JSON (Flickr30K, MSCOCO) or an image,caption CSV"
 _SEED_DEFAULT = next(item.default for item in dataclasses.fields(TaskSpec) if item.name == "seed")
 # The flags of the options some tasks take (a task lists them in its registry row).
 OPTION_ARGUMENTS: dict[str, dict[str, Any]] = {
@@ -40,6 +42,10 @@ OPTION_ARGUMENTS: dict[str, dict[str, Any]] = {
         f"with seeds S, S+1, S+2 (default: {_SEED_DEFAULT})",
     },
     "superclasses": {"help": 'JSON file {"class name": "superclass", ...}'},
+    "shots": {
+        "help": "examples per class, comma-separated; a k that some class has too few training examples for is "
+        f"skipped with a warning (default: {','.join(map(str, DEFAULT_SHOTS))})"
+    },
 }
 _SPEC_KEYS = ("data", "root", "split", "image_root", "embeddings", *OPTION_ARGUMENTS)
 
@@ -54,12 +60,13 @@ def add_parser(subparsers) -> None:
     for name, task in TASKS.items():
         command = tasks.add_parser(name, help=task.help, description=task.help[0].upper() + task.help[1:] + ".")
         _add_source_arguments(command)
-        _add_data_arguments(command)
+        _add_data_arguments(command, task.dataset, probe=task.train_split)
         for option in task.options:
             command.add_argument(
                 "--" + option.replace("_", "-"), required=option in task.required, **OPTION_ARGUMENTS[option]
             )
-        command.add_argument("--output", help="write the metrics to this JSON file")
+        command.add_argument("--output", help="the JSON file to write the metrics to (a file, not a folder)")
+        command.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
         if name in CLIP_BENCHMARK_TASKS:
             command.add_argument(
                 "--format",
@@ -76,7 +83,8 @@ def add_parser(subparsers) -> None:
     )
     _add_source_arguments(embed, embeddings=False)
     _add_data_arguments(embed)
-    embed.add_argument("--output", required=True, help="the .npz file to write")
+    embed.add_argument("--output", required=True, help="the .npz file to write (a file, not a folder)")
+    embed.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     embed.set_defaults(handler=_run_embed)
 
     suite = tasks.add_parser(
@@ -90,7 +98,12 @@ def add_parser(subparsers) -> None:
         "--config", required=True, help="YAML file: 'tasks: [...]' and optionally 'checkpoint:' and 'model:'"
     )
     _add_source_arguments(suite, embeddings=False, required=False)
-    suite.add_argument("--output", help="JSON file to write (default: eval.json beside the checkpoint); also .md")
+    suite.add_argument(
+        "--output",
+        help="the JSON file to write, and the Markdown table beside it (.md) (default: eval-SUITE.json beside the "
+        "checkpoint, SUITE being the --config file's name)",
+    )
+    suite.add_argument("--overwrite", action="store_true", help="replace existing results files")
     suite.set_defaults(handler=_run_suite)
 
 
@@ -112,11 +125,16 @@ def _add_source_arguments(parser: argparse.ArgumentParser, embeddings: bool = Tr
         )
 
 
-def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help=DATA_HELP)
-    parser.add_argument("--root", help="the local copy of a named dataset (nothing is downloaded)")
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test; probes also read train)")
-    parser.add_argument("--image-root", help="retrieval: folder the image paths are relative to")
+def _add_data_arguments(parser: argparse.ArgumentParser, dataset: str | None = None, probe: bool = False) -> None:
+    """--data and --split, and what the kind of dataset needs: --root (classification sets) and --image-root
+    (retrieval files); both when `dataset` is None (`eval embed` takes either kind)."""
+    parser.add_argument("--data", help=RETRIEVAL_DATA_HELP if dataset == RETRIEVAL else DATA_HELP)
+    if dataset in (None, CLASSIFICATION):
+        parser.add_argument("--root", help="the local copy of a named dataset (nothing is downloaded)")
+    also = "; the probe trains on the train split" if probe else ""
+    parser.add_argument("--split", default="test", help=f"split to evaluate (default: test{also})")
+    if dataset in (None, RETRIEVAL):
+        parser.add_argument("--image-root", help="retrieval: folder the image paths are relative to")
 
 
 def _settings(args: argparse.Namespace, file_values: dict[str, Any] | None = None) -> EvalConfig:
@@ -138,26 +156,34 @@ def _encoder(checkpoint: str, model: str | None, settings: EvalConfig):
 
 def _spec(args: argparse.Namespace) -> TaskSpec:
     values = {key: getattr(args, key) for key in _SPEC_KEYS if getattr(args, key, None) is not None}
+    if "shots" in values:
+        values["shots"] = parse_shots(values["shots"], "--shots")
     return TaskSpec(task=args.task, **values)
 
 
 def _run_task(args: argparse.Namespace) -> None:
-    from cyclip.evaluation.report import flatten_metrics
+    from cyclip.evaluation.report import UNITS, check_results_target, format_metrics
     from cyclip.evaluation.tasks import run_task
     from cyclip.files import require_writable_file, write_text_atomically
+    from cyclip.provenance import provenance
 
     spec = _spec(args)
+    if args.output:
+        check_results_target(args.output, args.overwrite, table=False)
+        require_writable_file(args.output)
     if getattr(args, "format", "cyclip") == "clip_benchmark" and not args.output:
         raise ValueError("--format clip_benchmark: give --output FILE, the JSON file to write in that layout")
-    if args.output:
-        require_writable_file(args.output)
     encoder, model_name = _encoder(args.checkpoint, args.model, _settings(args)) if args.checkpoint else (None, None)
     metrics = run_task(spec, encoder)
-    print(f"{spec.label}:")
-    for key, value in flatten_metrics(metrics).items():
-        print(f"  {key:>28}: {value:.6g}")
+    print(f"{spec.label} ({UNITS[0].lower() + UNITS[1:].rstrip('.')}):")
+    print(format_metrics(metrics))
     if args.output:
-        record = {"task": spec.task, "data": spec.data or spec.embeddings, "metrics": metrics}
+        record = {
+            "task": spec.task,
+            "data": spec.data or spec.embeddings,
+            "metrics": metrics,
+            "provenance": provenance(),
+        }
         if getattr(args, "format", "cyclip") == "clip_benchmark":
             from cyclip.evaluation.clip_benchmark_format import clip_benchmark_record
 
@@ -169,11 +195,13 @@ def _run_task(args: argparse.Namespace) -> None:
 
 def _run_embed(args: argparse.Namespace) -> None:
     from cyclip.evaluation.embeddings_file import save_embeddings
+    from cyclip.evaluation.report import check_results_target
     from cyclip.evaluation.tasks import embeddings_for
     from cyclip.files import require_writable_file
 
     if not args.data:
         raise ValueError("--data is required: the dataset to embed")
+    check_results_target(args.output, args.overwrite, table=False)
     require_writable_file(args.output)
     encoder, _ = _encoder(args.checkpoint, args.model, _settings(args))
     task = "retrieval" if _is_retrieval_file(args.data) else "zeroshot"
@@ -184,7 +212,7 @@ def _run_embed(args: argparse.Namespace) -> None:
 
 
 def _run_suite(args: argparse.Namespace) -> None:
-    from cyclip.evaluation.report import markdown_table, write_results
+    from cyclip.evaluation.report import check_results_target, markdown_table, write_results
     from cyclip.evaluation.tasks import run_suite
     from cyclip.files import require_writable_file
 
@@ -197,15 +225,25 @@ def _run_suite(args: argparse.Namespace) -> None:
         settings = _settings(args, {name: config[name] for name in EVAL_FIELDS if name in config})
     except ValueError as error:
         raise ValueError(f"{args.config}: {error}") from None
-    output = require_writable_file(args.output or Path(checkpoint).parent / "eval.json")
+    output = Path(args.output) if args.output else suite_results_path(Path(checkpoint), Path(args.config))
+    check_results_target(output, args.overwrite)  # before minutes of evaluation, not after
+    require_writable_file(output)
     encoder, model_name = _encoder(checkpoint, args.model or config.get("model"), settings)
     results = run_suite(specs, encoder, checkpoint, model_name)
-    output, table = write_results(results, output)
+    output, table = write_results(results, output, overwrite=args.overwrite)
     print(markdown_table(results))
     if encoder.images_embedded:
         rate = encoder.images_embedded / max(encoder.seconds_embedding, 1e-9)
         print(f"\nembedded {encoder.images_embedded} images at {rate:.0f} images/s")
     print(f"results: {output} and {table}")
+
+
+def suite_results_path(checkpoint: Path, suite: Path) -> Path:
+    """Where a suite's results go without --output: beside the checkpoint, named after the suite file
+    (runs/cyclip/latest.pt + imagenet.yaml -> runs/cyclip/eval-imagenet.json); beside an exported folder, named
+    after the folder too (exported/b32 -> exported/b32-eval-imagenet.json)."""
+    name = f"eval-{suite.stem}.json"
+    return checkpoint.parent / (f"{checkpoint.name}-{name}" if checkpoint.is_dir() else name)
 
 
 def _read_suite_config(path: Path) -> dict[str, Any]:

@@ -39,6 +39,7 @@ for every k). Results per k: mean and population std (ddof 0) over seeds.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,8 +48,11 @@ from typing import Any
 import torch
 
 DEFAULT_C_GRID = tuple(10.0**e for e in range(-6, 7))
+DEFAULT_SHOTS = (1, 2, 4, 8, 16)  # examples per class of the few-shot probes; `cyclip eval few-shot --shots`
 FEW_SHOT_SEEDS = (0, 1, 2)  # one k-shot draw per seed; `cyclip eval few-shot --seed S` uses S, S + 1, S + 2
 _CHUNK_ELEMENTS = 1 << 24
+
+log = logging.getLogger("cyclip.evaluation")
 
 
 @dataclass
@@ -386,9 +390,10 @@ def few_shot_probe(
     train_y: torch.Tensor,
     test_x: torch.Tensor,
     test_y: torch.Tensor,
-    shots: Sequence[int] = (1, 2, 4, 8, 16),
+    shots: Sequence[int] = DEFAULT_SHOTS,
     seeds: Sequence[int] = FEW_SHOT_SEEDS,
     *,
+    class_names: Sequence[str] | None = None,
     mean_per_class: bool = False,
     c_grid: Sequence[float] | None = None,
     fixed_c: float | None = None,
@@ -402,7 +407,9 @@ def few_shot_probe(
 ) -> dict:
     """k-shot probes for each k in `shots`, repeated over `seeds`; C by cross-validation over the shots.
 
-    Returns {"metric": ..., "shots": {k: {"mean", "std", "scores" (per seed), "C" (per seed)}}}.
+    A k larger than some class's number of training examples is skipped with a warning naming those classes
+    (by `class_names[label]` when given); the smaller k's results are kept. Returns {"metric": ..., "shots":
+    {k: {"mean", "std", "scores" (per seed), "C" (per seed)}}, "skipped": {k: why}}.
     """
     _check_features("train", train_x, train_y)
     _check_features("test", test_x, test_y)
@@ -412,8 +419,11 @@ def few_shot_probe(
     options = _fit_options(standardize, device, dtype, max_iter, tol)
     grid = [float(c) for c in (DEFAULT_C_GRID if c_grid is None else c_grid)]
     train_x, train_y = train_x.to(device, dtype), train_y.to(device)
+    feasible, skipped = _feasible_shots(train_y, shots, class_names)
+    if not feasible:
+        raise ValueError(f"few-shot: no k in {', '.join(map(str, shots))} can be drawn: {next(iter(skipped.values()))}")
     results = {}
-    for k in shots:
+    for k in feasible:
         scores, chosen = [], []
         for seed in seeds:
             rows = sample_few_shot(train_y, k, seed).to(train_x.device)
@@ -439,4 +449,29 @@ def few_shot_probe(
             "scores": scores,
             "C": chosen,
         }
-    return {"metric": metric, "shots": results}
+    return {"metric": metric, "shots": results, "skipped": skipped}
+
+
+def _feasible_shots(
+    labels: torch.Tensor, shots: Sequence[int], class_names: Sequence[str] | None
+) -> tuple[list[int], dict[int, str]]:
+    """The k of `shots` that every class of `labels` has enough examples for, and why each other k is skipped
+    (also logged as a warning naming the classes that are short)."""
+    classes, counts = torch.unique(labels.cpu(), return_counts=True)
+    feasible, skipped = [], {}
+    for k in shots:
+        short = [(int(c), int(n)) for c, n in zip(classes, counts, strict=True) if n < k]
+        if not short:
+            feasible.append(int(k))
+            continue
+        named = [f"{class_names[c] if class_names else c!r} ({n})" for c, n in short[:5]]
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        skipped[int(k)] = f"{len(short)} class(es) have fewer than {k} training examples: {', '.join(named)}{more}"
+    if skipped and feasible:
+        log.warning(
+            "few-shot: k = %s skipped (results for k = %s kept): %s",
+            ", ".join(map(str, skipped)),
+            ", ".join(map(str, feasible)),
+            skipped[min(skipped)],
+        )
+    return feasible, skipped

@@ -21,7 +21,7 @@ from cyclip.evaluation.consistency import consistency_report
 from cyclip.evaluation.embeddings_file import Embeddings, load_embeddings
 from cyclip.evaluation.geometry import class_geometry, paired_geometry
 from cyclip.evaluation.granularity import fine_coarse_accuracy, read_superclasses
-from cyclip.evaluation.linear_probe import FEW_SHOT_SEEDS, few_shot_probe, linear_probe
+from cyclip.evaluation.linear_probe import DEFAULT_SHOTS, FEW_SHOT_SEEDS, few_shot_probe, linear_probe
 from cyclip.evaluation.retrieval import retrieval_recall
 from cyclip.evaluation.zeroshot import mean_per_class_recall, topk_accuracy
 
@@ -48,6 +48,7 @@ class TaskSpec:
     train_embeddings: str | None = None  # probes from files: the training split's .npz
     mean_per_class: bool | None = None  # probes: report mean per-class accuracy (default: the dataset's convention)
     seed: int = 0  # probes: the validation split's draw; few-shot: the first of its seeds
+    shots: tuple[int, ...] = DEFAULT_SHOTS  # few-shot: examples per class (YAML's list or "1,2,4" is parsed)
     name: str | None = None  # label in reports (default: TASK/DATASET)
 
     def __post_init__(self) -> None:
@@ -55,6 +56,7 @@ class TaskSpec:
             raise ValueError(f"unknown task {self.task!r}; tasks: {', '.join(TASKS)}")
         if not self.data and not self.embeddings:
             raise ValueError(f"task {self.task}: give data (a dataset) or embeddings (an .npz file)")
+        self.shots = parse_shots(self.shots)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str) -> TaskSpec:
@@ -63,7 +65,10 @@ class TaskSpec:
         if unknown or "task" not in values:
             problem = f"unknown key(s) {', '.join(unknown)}" if unknown else "no 'task' key"
             raise ValueError(f"{where}: {problem}; keys: {', '.join(sorted(known))}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
 
     @property
     def label(self) -> str:
@@ -72,6 +77,20 @@ class TaskSpec:
         source = str(self.data or self.embeddings)
         named = Path(source).name if Path(source).exists() else source
         return f"{self.task}/{Path(named).stem if named.endswith(('.json', '.csv', '.tsv', '.npz')) else named}"
+
+
+def parse_shots(value: Sequence[int] | int | str, where: str = "shots") -> tuple[int, ...]:
+    """Shots per class as sorted distinct integers >= 1, from a list, one integer or a comma-separated string
+    ('1,2,4'); a ValueError naming `where` (the key or flag) otherwise."""
+    items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else value
+    try:
+        shots = sorted({int(item) for item in items if str(item).strip()})
+        valid = bool(shots) and shots[0] >= 1 and not any(isinstance(item, (bool, float)) for item in items)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"{where}: expected integers >= 1 such as 1,2,4,8,16, got {value!r}")
+    return tuple(shots)
 
 
 @dataclass
@@ -138,10 +157,21 @@ def _linear_probe(inputs: TaskInputs) -> dict[str, Any]:
 
 def _few_shot(inputs: TaskInputs) -> dict[str, Any]:
     seeds = [inputs.spec.seed + offset for offset in FEW_SHOT_SEEDS]
-    shots = few_shot_probe(
-        *_probe_arguments(inputs), seeds=seeds, mean_per_class=inputs.mean_per_class, device=inputs.device
-    )["shots"]
-    return {str(k): {"mean": value["mean"], "std": value["std"]} for k, value in shots.items()}
+    names = (inputs.train or inputs.test).class_names
+    result = few_shot_probe(
+        *_probe_arguments(inputs),
+        shots=inputs.spec.shots,
+        seeds=seeds,
+        class_names=names,
+        mean_per_class=inputs.mean_per_class,
+        device=inputs.device,
+    )
+    metrics: dict[str, Any] = {
+        str(k): {"mean": value["mean"], "std": value["std"]} for k, value in result["shots"].items()
+    }
+    if result.get("skipped"):
+        metrics["skipped"] = {str(k): why for k, why in result["skipped"].items()}
+    return metrics
 
 
 def _retrieval(inputs: TaskInputs) -> dict[str, Any]:
@@ -191,11 +221,11 @@ TASKS: dict[str, Task] = {
         ),
         Task(
             "few-shot",
-            "linear probes from k = 1, 2, 4, 8, 16 examples per class, mean and std over seeds",
+            "linear probes from k examples per class (k = 1, 2, 4, 8, 16 unless --shots), mean and std over seeds",
             _few_shot,
             ("labels",),
             train_split=True,
-            options=_PROBE_OPTIONS,
+            options=(*_PROBE_OPTIONS, "shots"),
         ),
         Task(
             "retrieval",

@@ -19,9 +19,12 @@ from torch.utils.data import Dataset
 from cyclip.data.images import load_rgb_image
 from cyclip.errors import DataError
 from cyclip.files import CsvReader, read_json
+from cyclip.prompts import DEFAULT_TEMPLATES, normalise_template
 
-DEFAULT_TEMPLATES = ["a photo of a {}."]
-_LAYOUT = 'labels.csv (image,label) and classes.json ({"classes": [...], "templates": ["a photo of a {}.", ...]})'
+_LAYOUT = (
+    'labels.csv (image,label) and classes.json ({"classes": [...], "templates": ["a photo of a {}.", ...]}, '
+    "the class name at {} or {c})"
+)
 
 
 @dataclass
@@ -79,17 +82,7 @@ def _read_classes(path: Path) -> tuple[list[str], list[str]]:
     templates = content.get("templates", DEFAULT_TEMPLATES)
     if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
         raise DataError(f'{path}: "templates" must be a non-empty list of strings, got {_kind(templates)}')
-    for template in templates:
-        try:
-            usable = "{}" in template and template.format("x") is not None
-        except (IndexError, KeyError, ValueError):
-            usable = False
-        if not usable:
-            raise DataError(
-                f"{path}: template {template!r} needs exactly one '{{}}' where the class name goes "
-                "(write other braces as '{{' and '}}')"
-            )
-    return classes, templates
+    return classes, [normalise_template(template, str(path)) for template in templates]  # `{}` or `{c}`
 
 
 def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int], list[str] | None]:
