@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -24,9 +25,20 @@ from cyclip.data import (
     write_digits_demo,
 )
 from cyclip.data.batch import PairBatch
-from cyclip.data.images import to_rgb
-from cyclip.errors import BadSampleError, DataError
+from cyclip.data.images import DEFAULT_MAX_IMAGE_PIXELS, to_rgb
+from cyclip.errors import BadSampleError, DataError, ImageTooLargeError
 from cyclip.evaluation.datasets.labelled import LabelledImageDataset, read_labelled_folder
+from tests.helpers.bad_files import (
+    BOMB_SIDE,
+    HUGE_SIDE,
+    decoded_sizes,
+    exif_jpeg_bytes,
+    huge_png_bytes,
+    quadrant_pixels,
+    stored_pixels,
+    upright,
+    write,
+)
 from tests.helpers.stand_ins import CharTokenizer, to_tensor
 
 # ---------------------------------------------------------------- helpers (module level: picklable)
@@ -173,6 +185,84 @@ def test_broken_files_raise_bad_sample_error(tmp_path):
         assert name in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(BadSampleError, match="folder"):
         load_rgb_image(tmp_path)
+
+
+# ---------------------------------------------------------------- EXIF orientation and the pixel limit
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    data = exif_jpeg_bytes(orientation)
+    image = np.asarray(load_rgb_image(write(tmp_path / "photo.jpg", data)))
+    assert np.array_equal(image, upright(data, orientation))
+    # Turned clockwise (6), the stored bottom-left quadrant is the upright top-left one; and so on.
+    top_left = {3: (240, 240, 20), 6: (10, 10, 250), 8: (10, 250, 10)}[orientation]
+    assert np.abs(image[4, 4].astype(int) - top_left).max() <= 8
+    # Without the tag nothing turns: the stored pixels come out.
+    plain = save(Image.fromarray(quadrant_pixels()), tmp_path / "plain.jpg", quality=100)
+    assert np.array_equal(np.asarray(load_rgb_image(plain)), stored_pixels(plain.read_bytes()))
+
+
+def test_training_rows_are_oriented(tmp_path):
+    data = exif_jpeg_bytes(6)
+    write(tmp_path / "images" / "photo.jpg", data)
+    write_csv(tmp_path / "train.csv", ["filepath|title", "images/photo.jpg|a photo"])
+    image, _, skipped = dataset(tmp_path / "train.csv")[0]
+    assert skipped == 0 and torch.equal(image, torch.from_numpy(upright(data, 6)).permute(2, 0, 1))
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory):
+    return write(tmp_path_factory.mktemp("huge") / "huge.png", huge_png_bytes())
+
+
+def test_image_above_the_pixel_limit_is_refused_from_its_header(huge_png, monkeypatch):
+    assert huge_png.stat().st_size < 64_000 and HUGE_SIDE**2 > DEFAULT_MAX_IMAGE_PIXELS
+    with decoded_sizes(monkeypatch) as sizes, warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning must not be emitted either
+        with pytest.raises(ImageTooLargeError) as error:
+            load_rgb_image(huge_png)
+    assert sizes == []  # never decoded
+    message = str(error.value)
+    assert message == (
+        f"{huge_png}: image too large to decode ({HUGE_SIDE}x{HUGE_SIDE} = {HUGE_SIDE**2:,} pixels, above the "
+        f"limit of {DEFAULT_MAX_IMAGE_PIXELS:,})"
+    )
+
+
+def test_image_pil_refuses_to_open_gets_the_same_message(tmp_path):
+    bomb = write(tmp_path / "bomb.png", huge_png_bytes(BOMB_SIDE))
+    with pytest.raises(ImageTooLargeError, match=rf"bomb\.png: image too large to decode \({BOMB_SIDE**2:,} pixels"):
+        load_rgb_image(bomb)
+
+
+def test_pixel_limit_is_configurable_and_checked(tmp_path):
+    path = save(Image.new("RGB", (100, 50), (1, 2, 3)), tmp_path / "small.png")
+    assert load_rgb_image(path, max_pixels=5000).size == (100, 50)
+    with pytest.raises(ImageTooLargeError, match="100x50 = 5,000 pixels, above the limit of 4,999"):
+        load_rgb_image(path, max_pixels=4999)
+    write_csv(tmp_path / "train.csv", ["filepath|title", "small.png|a"])
+    for bad in (0, -5, 2.5, True, 10**12):
+        with pytest.raises(ValueError, match="--max-image-pixels"):
+            dataset(tmp_path / "train.csv", max_image_pixels=bad)
+
+
+def test_huge_training_image_is_skipped_and_counted_or_stops_the_run(tmp_path, huge_png, monkeypatch, caplog):
+    write_image(tmp_path / "images" / "0.png", 0)
+    write(tmp_path / "images" / "huge.png", huge_png.read_bytes())
+    write_image(tmp_path / "images" / "2.png", 2)
+    write_csv(tmp_path / "train.csv", ["filepath|title", "images/0.png|a", "images/huge.png|b", "images/2.png|c"])
+    with decoded_sizes(monkeypatch) as sizes, caplog.at_level(logging.WARNING, logger="cyclip.data"):
+        image, _, skipped = dataset(tmp_path / "train.csv")[1]
+    assert torch.equal(image, expected_image(2)) and skipped == 1
+    assert (4, 4) in sizes and (HUGE_SIDE, HUGE_SIDE) not in sizes  # the good rows were decoded, the huge one not
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "line 3" in warning and "huge.png: image too large" in warning and "--max-image-pixels" in warning
+
+    with pytest.raises(ImageTooLargeError) as error:
+        dataset(tmp_path / "train.csv", on_bad_sample="error")[1]
+    assert str(error.value).startswith(f"{tmp_path / 'train.csv'}: line 3: {tmp_path / 'images' / 'huge.png'}: ")
+    assert str(error.value).endswith("(raise the limit with --max-image-pixels, or run with --on-bad-sample skip)")
 
 
 # ---------------------------------------------------------------- image-caption CSV/TSV

@@ -30,6 +30,7 @@ from cyclip.evaluation.datasets import (
     open_retrieval,
 )
 from cyclip.evaluation.datasets.names import imagenet_wnids
+from tests.helpers.bad_files import HUGE_SIDE, decoded_sizes, exif_jpeg_bytes, huge_png_bytes, upright, write
 
 SIDE = 8
 
@@ -697,3 +698,66 @@ def test_retrieval_csv_groups_captions_by_image(tmp_path):
     assert [colour_of(data.images[i][0]) for i in range(2)] == [(5, 0, 0), (6, 0, 0)]
     with pytest.raises(ValueError, match="a CSV/TSV file is one split"):
         open_retrieval(csv_path, None, "train", to_tensor)
+
+
+def test_retrieval_csv_takes_the_documented_image_caption_columns(tmp_path):
+    write_image(tmp_path / "images" / "x.png", (1, 0, 0))
+    write_image(tmp_path / "images" / "y.png", (2, 0, 0))
+    for name, content in (
+        ("pairs.csv", "image,caption\nimages/x.png,an x\nimages/y.png,a y\n"),
+        ("pairs.tsv", "image\tcaption\nimages/x.png\tan x\nimages/y.png\ta y\n"),
+        ("tabs.csv", "caption\timage\nan x\timages/x.png\na y\timages/y.png\n"),  # tab-separated after all
+        ("cc3m.csv", "filepath,title\nimages/x.png,an x\nimages/y.png,a y\n"),
+    ):
+        (tmp_path / name).write_text(content)
+        data = open_retrieval(tmp_path / name, None, "test", to_tensor)
+        assert data.captions == ["an x", "a y"], name
+        assert [colour_of(data.images[i][0]) for i in range(2)] == [(1, 0, 0), (2, 0, 0)]
+    path = tmp_path / "other.csv"
+    path.write_text("path,text\nimages/x.png,an x\n")
+    message = error_line(lambda: open_retrieval(path, None, "test", to_tensor))
+    assert message == (
+        f"{path}: the header 'path,text' names no image and caption columns; write a comma- or "
+        "tab-separated header 'image,caption' (or 'filepath,title') and one row per caption"
+    )
+    assert "--csv" not in message
+
+
+def _oriented_and_huge(folder: Path, photo: bytes, huge: bytes, names: tuple[str, str]) -> None:
+    write(folder / names[0], photo)
+    write(folder / names[1], huge)
+
+
+@pytest.mark.parametrize("reader", ["labelled-folder", "image-folder", "oxford-pets", "retrieval"])
+def test_evaluation_images_are_oriented_and_huge_ones_never_decoded(tmp_path, monkeypatch, reader):
+    """Every way evaluation reads image files: EXIF orientation applied, a 144 MP image refused from its header."""
+    photo, huge = exif_jpeg_bytes(6), huge_png_bytes()
+    if reader == "labelled-folder":
+        folder = tmp_path / "set"
+        _oriented_and_huge(folder, photo, huge, ("a.jpg", "b.png"))
+        (folder / "classes.json").write_text(json.dumps({"classes": ["cat", "dog"]}))
+        (folder / "labels.csv").write_text("image,label\na.jpg,0\nb.png,1\n")
+        dataset = open_classification(str(folder), None, "test", to_tensor).dataset
+    elif reader == "image-folder":
+        folder = tmp_path / "tree"
+        _oriented_and_huge(folder, photo, huge, ("cat/a.jpg", "dog/b.png"))
+        dataset = open_classification(str(folder), None, "test", to_tensor).dataset
+    elif reader == "oxford-pets":  # torchvision's class opens the files itself (no loader argument)
+        base = tmp_path / "oxford-iiit-pet"
+        _oriented_and_huge(base / "images", photo, huge, ("Abyssinian_1.jpg", "american_bulldog_10.jpg"))
+        (base / "annotations").mkdir(parents=True)
+        (base / "annotations" / "test.txt").write_text("Abyssinian_1 1 1 1\namerican_bulldog_10 2 1 1\n")
+        dataset = open_classification("oxford-pets", tmp_path, "test", to_tensor).dataset
+    else:
+        _oriented_and_huge(tmp_path, photo, huge, ("a.jpg", "b.png"))
+        (tmp_path / "pairs.csv").write_text("image,caption\na.jpg,a photo\nb.png,a huge scan\n")
+        dataset = open_retrieval(tmp_path / "pairs.csv", None, "test", to_tensor).images
+    image, _ = dataset[0]
+    assert torch.equal(image, torch.from_numpy(upright(photo, 6)).permute(2, 0, 1))
+    with decoded_sizes(monkeypatch) as sizes:
+        with pytest.raises(BadSampleError) as error:
+            dataset[1]
+    assert sizes == []
+    message = str(error.value)
+    assert f"image too large to decode ({HUGE_SIDE}x{HUGE_SIDE} = {HUGE_SIDE**2:,} pixels" in message
+    assert ("b.png" in message or "american_bulldog_10.jpg" in message) and "\n" not in message

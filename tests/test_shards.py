@@ -22,7 +22,8 @@ from sklearn.datasets import load_digits
 from cyclip.data.batch import PairBatch
 from cyclip.data.seeding import sample_seed
 from cyclip.data.shards import ShardBatches, count_samples, expand_urls
-from cyclip.errors import BadSampleError, DataError
+from cyclip.errors import BadSampleError, DataError, ImageTooLargeError
+from tests.helpers.bad_files import HUGE_SIDE, decoded_sizes, exif_jpeg_bytes, huge_png_bytes, quadrant_pixels, upright
 
 SHARD_SIZES = (7, 5, 6, 4, 8, 5)  # shards 0, 2, 4 hold JPEGs, shards 1, 3, 5 PNGs
 CORRUPT_JPG = (2, 3)  # (shard, index in shard): image bytes that are no JPEG
@@ -330,7 +331,7 @@ def test_training_on_shards_without_a_usable_sample_stops(tmp_path):
 @pytest.mark.parametrize(
     ("shard", "message"),
     [
-        (CORRUPT_JPG[0], f"sample {sample_key(*CORRUPT_JPG)}: cannot decode the .jpg image"),
+        (CORRUPT_JPG[0], f"sample {sample_key(*CORRUPT_JPG)}: the .jpg file: cannot decode image"),
         (NO_CAPTION[0], f"sample {sample_key(*NO_CAPTION)}: no caption file"),
         (TRUNCATED_SHARD, f"cannot read the tar .*near sample {sample_key(TRUNCATED_SHARD, TRUNCATED_AT)}"),
     ],
@@ -340,6 +341,97 @@ def test_error_mode_names_the_shard_and_the_sample(shards, shard, message):
     url = shards[shard]
     with pytest.raises(BadSampleError, match=rf"{url}: {message}.*\(or run with --on-bad-sample skip\)"):
         list(make(url, finite=True, on_bad_sample="error"))
+
+
+# --- EXIF orientation, huge images, wrong sample counts -------------------------------------------------------
+
+
+def test_exif_rotated_and_huge_images_in_a_shard(tmp_path, monkeypatch, caplog):
+    """An EXIF-rotated JPEG comes out upright; a 144 MP PNG is skipped and counted, never decoded."""
+    photo = exif_jpeg_bytes(6)  # stored 48 wide x 32 high: upright 32 wide x 48 high
+    plain = encoded(quadrant_pixels(width=32, height=48), "PNG")
+    path = str(tmp_path / "00000.tar")
+    with wds.TarWriter(path) as writer:
+        writer.write({"__key__": "photo", "jpg": photo, "txt": "0 photo"})
+        writer.write({"__key__": "huge", "png": huge_png_bytes(), "txt": "1 huge"})
+        writer.write({"__key__": "plain", "png": plain, "txt": "2 plain"})
+    with decoded_sizes(monkeypatch) as sizes, caplog.at_level(logging.WARNING, logger="cyclip.data"):
+        [batch] = list(make(path, batch_size=2, finite=True))
+    images, tokens, skipped = batch.images, batch.texts, batch.skipped
+    ids = [int(decode_tokens(row).split()[0]) for row in tokens]
+    assert sorted(ids) == [0, 2] and int(skipped.sum()) == 1
+    assert (HUGE_SIDE, HUGE_SIDE) not in sizes and (48, 32) in sizes
+    photo_row = images[ids.index(0)]
+    assert torch.equal(photo_row, torch.from_numpy(upright(photo, 6).astype(np.float32)).permute(2, 0, 1))
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert f"{path}: sample huge: the .png file: image too large to decode ({HUGE_SIDE}x{HUGE_SIDE}" in warning
+    assert "skipped (raise the limit with --max-image-pixels to keep such images)" in warning
+
+    with pytest.raises(ImageTooLargeError, match=rf"{path}: sample huge: .* or run with --on-bad-sample skip\)$"):
+        list(make(path, batch_size=2, finite=True, on_bad_sample="error"))
+    with pytest.raises(ValueError, match="--max-image-pixels must be a positive number"):
+        make(path, batch_size=2, finite=True, max_image_pixels=0)
+
+
+def write_counted_shards(folder, held: list[int], claimed: list[int]) -> list[str]:
+    """Shards of `held[i]` good PNG samples whose img2dataset stats files claim `claimed[i]`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for shard, (holds, claims) in enumerate(zip(held, claimed, strict=True)):
+        path = str(folder / f"{shard:05d}.tar")
+        with wds.TarWriter(path) as writer:
+            for index in range(holds):
+                number = sample_id(shard, index)
+                writer.write(
+                    {"__key__": sample_key(shard, index), "png": encoded(PIXELS[number], "PNG"), "txt": f"{number}"}
+                )
+        (folder / f"{shard:05d}_stats.json").write_text(json.dumps({"successes": claims}))
+        paths.append(path)
+    return paths
+
+
+def test_shard_holding_fewer_samples_than_claimed_is_named_once_and_summed_up(tmp_path, caplog):
+    paths = write_counted_shards(tmp_path / "train", held=[4, 4], claimed=[16, 4])
+    urls = pattern(paths)
+    holders = []  # the rank that reads the short shard, per epoch (shards are dealt out in a seeded order)
+    with caplog.at_level(logging.WARNING, logger="cyclip.data"):
+        for epoch in (0, 1):
+            per_rank = []
+            for rank in (0, 1):
+                batches = make(urls, batch_size=2, epoch=epoch, rank=rank, world_size=2)
+                assert batches.num_samples == 20 and batches.batches_per_epoch == 5
+                if paths[0] in batches.rank_shards:
+                    holders.append(rank)
+                # As the trainer does: take exactly the epoch's batches, then drop the iterator.
+                iterator = iter(batches)
+                taken = [next(iterator) for _ in range(batches.batches_per_epoch)]
+                del iterator
+                per_rank.append(rows_of(taken))
+            assert [sizes for _, _, _, sizes in per_rank] == [[2] * 5, [2] * 5]  # same step count on every rank
+    messages = [record.getMessage() for record in caplog.records]
+    named = [message for message in messages if message.startswith(paths[0])]
+    assert named == [
+        f"{paths[0]}: holds 4 samples but {tmp_path / 'train' / '00000_stats.json'} claims 16; each epoch reads "
+        "shards again to make up the difference (correct the count, or pass --train-num-samples)"
+    ]
+    summaries = [message for message in messages if "read in full" in message]
+    assert summaries == [  # one per epoch, from the rank that holds the short shard
+        f"rank {holder}, epoch {epoch}: 1 shard read in full held 4 samples where the count files claim 16, so 12 "
+        "of the epoch's 20 samples were re-reads"
+        for epoch, holder in enumerate(holders, start=1)
+    ]
+    assert not any(paths[1] in message for message in messages)  # its count is right
+
+
+def test_validation_shard_with_a_wrong_count_reads_what_it_holds(tmp_path, caplog):
+    [path] = write_counted_shards(tmp_path / "val", held=[3], claimed=[10])
+    with caplog.at_level(logging.WARNING, logger="cyclip.data"):
+        ids, _, skipped, sizes = rows_of(make(path, batch_size=2, finite=True, workers=1))
+    assert sorted(ids) == [0, 1, 2] and skipped == 0 and sizes == [2, 1]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{path}: holds 3 samples but {tmp_path / 'val' / '00000_stats.json'} claims 10; validation reads the 3 it "
+        "holds (correct the count, or pass --train-num-samples)"
+    ]
 
 
 # --- the augmentation hook ------------------------------------------------------------------------------------

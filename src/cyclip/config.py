@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
+from PIL import Image
 
 from cyclip.files import read_yaml_mapping, write_text_atomically
 from cyclip.provenance import provenance
@@ -36,6 +37,11 @@ REFUSED_PRECISIONS = {
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
 IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment", "none")
+# 64 megapixels: 192 MB once decoded as RGB, in every data-loader worker at once; phone and camera photos
+# up to 48 MP pass. Larger images are almost always scans, panoramas or decompression bombs.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+# PIL refuses to open any image above twice its decompression-bomb threshold: no higher limit can be honoured.
+PIL_PIXEL_CEILING = None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
 # Options that refine a tower lock, and the lock each needs.
 LOCK_DETAILS = {
     "lock_image_unlocked_groups": "lock_image",
@@ -328,6 +334,12 @@ class TrainConfig(CheckedConfig):
     output: str = option("runs/cyclip", "folder for checkpoints, metrics.jsonl, TensorBoard and config.yaml")
     resume: str | None = option(None, "'latest' (OUTPUT/latest.pt) or a checkpoint path to continue from exactly")
     log_every: int = option(10, "steps between metric logs", minimum=1)
+    max_image_pixels: int = option(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "images with more pixels are bad samples, refused from their header and never decoded",
+        minimum=1,
+        maximum=PIL_PIXEL_CEILING,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.precision, str):  # anything else is refused by the field's own check

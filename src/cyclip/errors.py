@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["MAX_BAD_SAMPLE_WARNINGS", "BadSampleError", "BadSampleWarnings", "DataError", "NonFiniteLossError"]
+__all__ = [
+    "MAX_BAD_SAMPLE_WARNINGS",
+    "BadSampleError",
+    "BadSampleWarnings",
+    "DataError",
+    "ImageTooLargeError",
+    "NonFiniteLossError",
+    "OutputWriteError",
+]
 
 MAX_BAD_SAMPLE_WARNINGS = 10  # per process (each data-loader worker is one)
 
@@ -20,6 +28,21 @@ class DataError(ValueError):
 
 class BadSampleError(ValueError):
     """One sample that cannot be used; the message names the file, the row if known, and the reason."""
+
+
+class ImageTooLargeError(BadSampleError):
+    """An image above the pixel limit, refused from its header: it was never decoded."""
+
+
+class OutputWriteError(OSError):
+    """A file could not be written (full disk, no permission, read-only file system); nothing was replaced.
+
+    `refused` is the file system's own error, when there was one, so that a caller can say more about it.
+    """
+
+    def __init__(self, message: str, *, refused: OSError | None = None) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class NonFiniteLossError(RuntimeError):

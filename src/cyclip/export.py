@@ -21,7 +21,7 @@ import safetensors.torch
 import torch
 
 from cyclip.checkpoints import read_checkpoint
-from cyclip.files import atomic_path, fsync_path, write_text_atomically
+from cyclip.files import atomic_path, fsync_path, require_writable_folder, write_text_atomically
 from cyclip.models import (
     LOCAL_DIR_PREFIX,
     OPEN_CLIP_CONFIG_NAME,
@@ -65,6 +65,7 @@ def _check_output(output: Path, checkpoint: Path, overwrite: bool) -> None:
     """Refuse targets whose replacement could destroy something other than a previous export."""
     if output.exists() and not output.is_dir():
         raise ValueError(f"{output}: exists and is not a folder; pick a folder path for the export")
+    require_writable_folder(output.parent, "--output", given=str(output))  # staged beside `output`, then renamed
     if not output.is_dir() or not any(output.iterdir()):
         return
     if not overwrite:

@@ -3,7 +3,11 @@
 Writing: a crash or a full disk mid-write must never leave a half-written file where a complete one was,
 so every file goes to a temporary file beside its target, is flushed to disk, gets the permissions any
 other file the user creates would get (the umask's, not the 0600 of a temporary file) and is renamed
-over the target; the rename is flushed too. On any exception the temporary file is removed.
+over the target; the rename is flushed too. On any exception the temporary file is removed, and a write the
+file system refuses (full disk, no permission, read-only) becomes one `OutputWriteError` line naming the file,
+even where the writer wraps it (torch reports a full disk as a RuntimeError raised while handling the OSError).
+Commands check their output locations with `require_writable_folder` / `require_writable_file` before any
+model is built, so that such a problem is found at start-up, not after the first epoch.
 
 Reading: whatever is wrong with a file the user gave is one `DataError` that starts with the file's path
 and says where (line, column or byte) and how to fix it, so the command line can print it as one line.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import tempfile
@@ -25,7 +30,7 @@ from typing import IO, Any
 
 import yaml
 
-from cyclip.errors import DataError
+from cyclip.errors import DataError, OutputWriteError
 
 __all__ = [
     "CsvReader",
@@ -35,6 +40,8 @@ __all__ = [
     "read_json",
     "read_text",
     "read_yaml_mapping",
+    "require_writable_file",
+    "require_writable_folder",
     "write_atomically",
     "write_text_atomically",
 ]
@@ -56,13 +63,26 @@ FILE_MODE = 0o666 & ~_current_umask()
 # --- writing ---------------------------------------------------------------------------------------------
 
 
+# What the file system answers when it cannot take a write; other OSErrors (e.g. a writer failing to read
+# its own input) pass through unchanged.
+WRITE_ERRNOS = frozenset(
+    code
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.EFBIG)
+    if code is not None
+)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` for a writer that takes a file name; when the block ends without an
-    exception the file is flushed to disk and renamed over `path`, otherwise it is removed."""
+    exception the file is flushed to disk and renamed over `path`, otherwise it is removed. A write the file
+    system refuses is an OutputWriteError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:  # the folder itself: missing permission, read-only, a file in the way
+        raise OutputWriteError(write_failure(path, error), refused=error) from None
     os.close(handle)
     temporary = Path(name)
     try:
@@ -70,10 +90,78 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_file(temporary)
         os.chmod(temporary, FILE_MODE)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
-        raise
+        cause = refused_write(error)
+        if cause is None or isinstance(error, OutputWriteError):
+            raise
+        raise OutputWriteError(write_failure(path, cause), refused=cause) from None
     fsync_path(path.parent)
+
+
+def refused_write(error: BaseException) -> OSError | None:
+    """The OSError of a refused write that `error` is, or was raised while handling; None for anything else."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in WRITE_ERRNOS:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def write_failure(path: Path, error: OSError, kept: str | None = None) -> str:
+    """'no space left on device while writing X; <what is kept> and no partial file is left (fix)': one line.
+
+    kept: what is still intact (default: the file `path` itself if it exists).
+    """
+    reason = (error.strerror or os.strerror(error.errno or 0) or str(error)).lower()
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space"
+    elif isinstance(error, (FileExistsError, NotADirectoryError)):
+        fix = f"{_file_in_the_way(path.parent)} is a file, not a folder"
+    else:
+        fix = "check that the folder is writable"
+    if kept is None:
+        kept = f"the previous {path} is intact" if path.is_file() else "nothing was written"
+    return f"{reason} while writing {path}; {kept} and no partial file is left ({fix}, or write elsewhere)"
+
+
+def _file_in_the_way(folder: Path) -> Path:
+    """`folder` or the nearest of its parents that exists: the file that makes creating `folder` fail."""
+    return next((candidate for candidate in (folder, *folder.parents) if candidate.exists()), folder)
+
+
+def require_writable_folder(folder: str | os.PathLike, flag: str = "--output", given: str | None = None) -> Path:
+    """Create `folder` and write and remove a probe file in it, so that an output location that cannot be
+    written is one OutputWriteError line at start-up, naming `flag` and the value `given` (default: the
+    folder), not a traceback after the model is built."""
+    folder = Path(folder)
+    shown = f"{flag} {given or folder}"
+    blocker = _file_in_the_way(folder)
+    if blocker.exists() and not blocker.is_dir():
+        raise OutputWriteError(f"{shown}: {blocker} is a file, not a folder; choose another {flag} or move the file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".cyclip-write-test.", suffix=".tmp")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise OutputWriteError(
+            f"{shown}: cannot write in {folder} ({reason}); choose another {flag} or make the folder writable"
+        ) from None
+    return folder
+
+
+def require_writable_file(path: str | os.PathLike, flag: str = "--output") -> Path:
+    """Check that the file `path` can be written (its folder is created and probed); see require_writable_folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputWriteError(f"{flag} {path}: is a folder; pass a file name, e.g. {path / 'results.json'}")
+    require_writable_folder(path.parent, flag, given=str(path))
+    return path
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:

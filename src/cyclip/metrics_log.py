@@ -1,9 +1,19 @@
-"""A run's metrics as they happen: one JSON line per record in metrics.jsonl, and TensorBoard scalars."""
+"""A run's metrics as they happen: one JSON line per record in metrics.jsonl, and TensorBoard scalars.
+
+A log that cannot be written (a full disk, a file system gone read-only) must not kill a run of many
+hours: each sink warns once, naming its file, and is dropped; training and its checkpoints go on (a
+checkpoint that cannot be written does stop the run).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger("cyclip.train")
 
 
 class MetricsWriter:
@@ -11,11 +21,21 @@ class MetricsWriter:
 
     def __init__(self, output: Path, enabled: bool) -> None:
         self.enabled = enabled
+        self.jsonl_path = output / "metrics.jsonl"
+        self.tensorboard_path = output / "tensorboard"
+        self.jsonl: IO[str] | None = None
+        self.tensorboard: Any = None
         if enabled:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                self.jsonl = self.jsonl_path.open("a")
+            except OSError as error:
+                self._give_up("jsonl", self.jsonl_path, error)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
 
-            self.jsonl = (output / "metrics.jsonl").open("a")
-            self.tensorboard = SummaryWriter(str(output / "tensorboard"))
+                self.tensorboard = SummaryWriter(str(self.tensorboard_path))
+            except OSError as error:
+                self._give_up("tensorboard", self.tensorboard_path, error)
 
     def write(self, split: str, step: int, epoch: float, values: dict[str, float]) -> None:
         """One record: a line {"split", "step", "epoch", **values}, and each value as the scalar `split/name`.
@@ -23,14 +43,34 @@ class MetricsWriter:
         `epoch` is the training done when the record is written, in epochs, on every split alike: a training
         record half-way through the second epoch has 1.5, the validation record after it 2.
         """
-        if not self.enabled:
-            return
-        self.jsonl.write(json.dumps({"split": split, "step": step, "epoch": epoch, **values}) + "\n")
-        self.jsonl.flush()
-        for name, value in values.items():
-            self.tensorboard.add_scalar(f"{split}/{name}", value, step)
+        if self.jsonl is not None:
+            try:
+                self.jsonl.write(json.dumps({"split": split, "step": step, "epoch": epoch, **values}) + "\n")
+                self.jsonl.flush()
+            except OSError as error:
+                self._give_up("jsonl", self.jsonl_path, error)
+        if self.tensorboard is not None:
+            try:
+                for name, value in values.items():
+                    self.tensorboard.add_scalar(f"{split}/{name}", value, step)
+            except OSError as error:
+                self._give_up("tensorboard", self.tensorboard_path, error)
 
     def close(self) -> None:
-        if self.enabled:
-            self.jsonl.close()
-            self.tensorboard.close()
+        for sink, path in (("jsonl", self.jsonl_path), ("tensorboard", self.tensorboard_path)):
+            handle = getattr(self, sink)
+            if handle is not None:
+                try:
+                    handle.close()
+                except OSError as error:
+                    self._give_up(sink, path, error)
+
+    def _give_up(self, sink: str, path: Path, error: OSError) -> None:
+        """Warn once about the sink that failed and stop writing to it."""
+        handle = getattr(self, sink)
+        setattr(self, sink, None)
+        reason = (error.strerror or str(error)).lower()
+        log.warning("%s: %s; metrics are no longer written there, training goes on", path, reason)
+        if handle is not None:
+            with contextlib.suppress(OSError):  # already reported; the sink is dropped either way
+                handle.close()

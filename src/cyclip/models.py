@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import open_clip
-import safetensors
-import safetensors.torch
 import torch
 from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME
 from open_clip.convert import convert_state_dict
@@ -34,7 +32,7 @@ from open_clip.model import (
 )
 from open_clip.modified_resnet import ModifiedResNet
 
-from cyclip.checkpoints import read_checkpoint
+from cyclip.checkpoints import read_checkpoint, read_safetensors, refuse_torchscript
 from cyclip.files import read_json
 
 __all__ = [
@@ -330,6 +328,16 @@ def _weights_in_folder(folder: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
+def check_pretrained(name: str, pretrained: str | os.PathLike) -> None:
+    """Refuse `pretrained` as `create_model` would, without reading weights or building anything, so that start-up
+    checks find it: one of open_clip's tags (with how to fetch its file), a missing path, a folder without
+    weights, a TorchScript archive."""
+    if not Path(pretrained).exists():
+        _refuse_pretrained_tag(name, str(pretrained))
+    weights, _ = _resolve_pretrained(Path(pretrained))
+    refuse_torchscript(weights)
+
+
 def _resolve_pretrained(path: Path) -> tuple[Path, dict[str, Any] | None]:
     """The weights file `pretrained` names, and the folder's config when it names an exported folder."""
     if path.is_file():
@@ -475,13 +483,8 @@ def _silence_random_init_warning() -> Iterator[None]:
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     """The state dict inside any accepted file format, and the model name it was trained as (if recorded)."""
     if path.suffix == ".safetensors":
-        try:
-            with safetensors.safe_open(path, framework="pt", device="cpu") as file:
-                state_dict = {key: file.get_tensor(key) for key in file.keys()}
-                trained_as = (file.metadata() or {}).get("model_name")
-        except safetensors.SafetensorError as error:
-            raise ValueError(f"{path}: not a readable .safetensors file ({error}); re-export it") from None
-        return _strip_module_prefix(state_dict), trained_as
+        state_dict, metadata = read_safetensors(path)
+        return _strip_module_prefix(state_dict), metadata.get("model_name")
     checkpoint = read_checkpoint(path, device="cpu")
     trained_as = None
     if isinstance(checkpoint.get("state_dict"), Mapping):  # open_clip training checkpoint

@@ -17,7 +17,13 @@ from typing import Any
 import torch
 
 from cyclip import distributed
-from cyclip.checkpoints import read_checkpoint, replace_with_link, save_checkpoint
+from cyclip.checkpoints import (
+    newest_checkpoint,
+    read_checkpoint,
+    replace_with_link,
+    require_training_state,
+    save_checkpoint,
+)
 from cyclip.config import TrainConfig
 from cyclip.data.batch import PairBatch
 from cyclip.data.loading import PairBatches
@@ -27,6 +33,7 @@ from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.metrics_log import MetricsWriter
 from cyclip.models import convolutional_image_tower, create_model, lock_towers
 from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective, logit_parameters
+from cyclip.preflight import check_training_run
 from cyclip.progress import IntervalClock, TrainProgress, peak_memory, terms_text
 from cyclip.runtime import autocast, resolve_device, resolve_precision, rng_state, seed_everything, set_rng_state
 
@@ -88,6 +95,7 @@ class Trainer:
                 f"{self.output} already holds a run (latest.pt); continue it with --resume latest "
                 "or choose another --output"
             )
+        check_training_run(config)
         self.is_main = distributed.rank() == 0
         if not self.is_main:
             logging.getLogger("cyclip").setLevel(logging.WARNING)  # rank 0 alone reports progress
@@ -141,6 +149,7 @@ class Trainer:
     def _resume(self, resume: str) -> None:
         path = self.output / "latest.pt" if resume == "latest" else Path(resume)
         checkpoint = read_checkpoint(path, device="cpu")
+        require_training_state(checkpoint, path)
         if checkpoint.get("model_name") != self.config.model:
             raise ValueError(
                 f"{path}: checkpoint is for model {checkpoint.get('model_name')!r}, not {self.config.model!r}"
@@ -256,9 +265,11 @@ class Trainer:
     def _log_train(self, metrics, means, first_bad_step, skipped, clock: IntervalClock) -> dict[str, float]:
         bad = int(first_bad_step)  # the interval's one host sync: every step before it has finished
         if bad >= 0:
+            kept = newest_checkpoint(self.output)
             raise NonFiniteLossError(
-                f"the loss became non-finite at step {bad} (epoch {self.epoch + 1}); training stopped and the last "
-                f"good checkpoint is kept in {self.output}. Try a lower --lr, --grad-clip-norm, or --precision fp32"
+                f"the loss became non-finite at step {bad} (epoch {self.epoch + 1}); training stopped, "
+                + (f"the last good checkpoint is {kept}" if kept else "before any checkpoint was written")
+                + ". Try a lower --lr, --grad-clip-norm, or --precision fp32"
             )
         self.skipped_samples += int(skipped)
         skipped.zero_()

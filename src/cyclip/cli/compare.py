@@ -24,7 +24,10 @@ def add_parser(subparsers) -> None:
 
 def _run_compare(args: argparse.Namespace) -> None:
     from cyclip.evaluation.report import compare_runs
+    from cyclip.files import require_writable_folder
 
+    if args.output:
+        require_writable_folder(args.output, "--output")
     written = compare_runs(args.runs, args.names, Path(args.output) if args.output else None)
     print(written["text"])
     for path in [*written.get("files", []), *written["figures"]]:

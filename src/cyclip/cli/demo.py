@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cyclip.cli.options import add_config_flags, flag, given_flags
 from cyclip.config import ConfigError, DemoConfig
+from cyclip.files import require_writable_folder
 
 
 def add_parser(subparsers) -> None:
@@ -21,10 +22,14 @@ def add_parser(subparsers) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
+    from cyclip.runtime import resolve_device
+
     try:
         config = DemoConfig(**given_flags(args, DemoConfig))
     except ConfigError as error:
         raise ValueError(f"{flag(error.key)}: {error.problem}") from None
+    resolve_device(config.device)  # a device this machine lacks: one line now, not after the demo data is written
+    require_writable_folder(config.output, "--output")
     if config.shift:
         from cyclip.demo_shift import SEEDS, run_shift_demo
 

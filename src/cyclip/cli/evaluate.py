@@ -164,12 +164,13 @@ def _spec(args: argparse.Namespace) -> TaskSpec:
 def _run_task(args: argparse.Namespace) -> None:
     from cyclip.evaluation.report import UNITS, check_results_target, format_metrics
     from cyclip.evaluation.tasks import run_task
-    from cyclip.files import write_text_atomically
+    from cyclip.files import require_writable_file, write_text_atomically
     from cyclip.provenance import provenance
 
     spec = _spec(args)
     if args.output:
         check_results_target(args.output, args.overwrite, table=False)
+        require_writable_file(args.output)
     if getattr(args, "format", "cyclip") == "clip_benchmark" and not args.output:
         raise ValueError("--format clip_benchmark: give --output FILE, the JSON file to write in that layout")
     encoder, model_name = _encoder(args.checkpoint, args.model, _settings(args)) if args.checkpoint else (None, None)
@@ -196,10 +197,12 @@ def _run_embed(args: argparse.Namespace) -> None:
     from cyclip.evaluation.embeddings_file import save_embeddings
     from cyclip.evaluation.report import check_results_target
     from cyclip.evaluation.tasks import embeddings_for
+    from cyclip.files import require_writable_file
 
     if not args.data:
         raise ValueError("--data is required: the dataset to embed")
     check_results_target(args.output, args.overwrite, table=False)
+    require_writable_file(args.output)
     encoder, _ = _encoder(args.checkpoint, args.model, _settings(args))
     task = "retrieval" if _is_retrieval_file(args.data) else "zeroshot"
     spec = TaskSpec(task=task, data=args.data, root=args.root, split=args.split, image_root=args.image_root)
@@ -211,6 +214,7 @@ def _run_embed(args: argparse.Namespace) -> None:
 def _run_suite(args: argparse.Namespace) -> None:
     from cyclip.evaluation.report import check_results_target, markdown_table, write_results
     from cyclip.evaluation.tasks import run_suite
+    from cyclip.files import require_writable_file
 
     config = _read_suite_config(Path(args.config))
     checkpoint = args.checkpoint or config.get("checkpoint")
@@ -223,6 +227,7 @@ def _run_suite(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.config}: {error}") from None
     output = Path(args.output) if args.output else suite_results_path(Path(checkpoint), Path(args.config))
     check_results_target(output, args.overwrite)  # before minutes of evaluation, not after
+    require_writable_file(output)
     encoder, model_name = _encoder(checkpoint, args.model or config.get("model"), settings)
     results = run_suite(specs, encoder, checkpoint, model_name)
     output, table = write_results(results, output, overwrite=args.overwrite)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cyclip.cli.model_arguments import add_model_arguments, load
+from cyclip.files import require_writable_file
 
 
 def add_parser(subparsers) -> None:
@@ -30,6 +31,7 @@ def _run_index(args: argparse.Namespace) -> None:
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise ValueError(f"--output {output}: exists; pass --overwrite to replace it, or pick another file")
+    require_writable_file(output)
     paths = find_images(args.images)
     loaded = load(args.checkpoint, args.model, args.device)
     embedded = embed_image_files(loaded.model, loaded.preprocess, paths, args.batch_size, args.workers)

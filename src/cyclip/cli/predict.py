@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cyclip.cli.model_arguments import add_model_arguments, load
+from cyclip.files import require_writable_file, write_text_atomically
 
 OUTPUT_SUFFIXES = (".csv", ".json")
 
@@ -44,6 +45,8 @@ def _run_predict(args: argparse.Namespace) -> None:
 
     if args.output and Path(args.output).suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"--output {args.output}: name a .csv or .json file")
+    if args.output:
+        require_writable_file(args.output)
     if args.top_k < 1:
         raise ValueError(f"--top-k {args.top_k}: must be at least 1")
     classes, templates = read_classes(args.classes) if args.classes else (parse_labels(args.labels), None)
@@ -83,15 +86,16 @@ def _table(paths: list[Path], predictions: list[list[tuple[str, float]]]) -> str
 
 def _write(output: Path, embedded, predictions, classifier, loaded) -> None:
     import csv
+    import io
     import json
 
-    output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix.lower() == ".csv":
-        with open(output, "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(["image", "rank", "label", "probability"])
-            for path, row in zip(embedded.paths, predictions, strict=True):
-                writer.writerows([str(path), rank, label, p] for rank, (label, p) in enumerate(row, start=1))
+        table = io.StringIO(newline="")
+        writer = csv.writer(table)
+        writer.writerow(["image", "rank", "label", "probability"])
+        for path, row in zip(embedded.paths, predictions, strict=True):
+            writer.writerows([str(path), rank, label, p] for rank, (label, p) in enumerate(row, start=1))
+        write_text_atomically(output, table.getvalue())
         return
     record = {
         "model": loaded.name,
@@ -104,4 +108,4 @@ def _write(output: Path, embedded, predictions, classifier, loaded) -> None:
         ],
         "skipped": [{"image": str(path), "error": reason} for path, reason in embedded.skipped],
     }
-    output.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(output, json.dumps(record, indent=2) + "\n")

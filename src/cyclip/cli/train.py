@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cyclip.cli.options import add_config_flags, flag, given_flags
 from cyclip.config import ConfigError, TrainConfig, read_config_file
+from cyclip.files import require_writable_folder
 
 TAB_SPELLINGS = ("\\t", "tab")  # --csv-separator '\t' arrives as backslash-t from most shells
 
@@ -55,7 +56,7 @@ def _run_train(args: argparse.Namespace) -> None:
         if os.environ.get("RANK", "0") == "0":
             print(format_plan(training_plan(config)))
         return
-    Path(config.output).mkdir(parents=True, exist_ok=True)
+    require_writable_folder(config.output, "--output")  # before the log file below is opened there
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone writes the log
         handler = logging.FileHandler(Path(config.output) / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -20,8 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cyclip.config import BAD_SAMPLE_POLICIES
-from cyclip.data.images import load_rgb_image
-from cyclip.errors import BadSampleError, BadSampleWarnings, DataError
+from cyclip.data.images import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_HINT, check_max_pixels, load_rgb_image
+from cyclip.errors import BadSampleError, BadSampleWarnings, DataError, ImageTooLargeError
 from cyclip.files import CsvReader
 
 log = logging.getLogger("cyclip.data")
@@ -45,7 +45,8 @@ class ImageCaptionDataset(Dataset):
     the sampler met (each once per epoch). With on_bad_sample="skip" a bad row is replaced by the next
     good row (wrapping around), so batches keep their size, which the distributed all-gather and exact
     resume need; once the sampler shuffles, the stand-in is a random
-    other sample. Image paths are relative to the CSV file's folder, or absolute.
+    other sample. Image paths are relative to the CSV file's folder, or absolute. Images above
+    `max_image_pixels` are bad samples, refused from their header without being decoded.
     """
 
     def __init__(
@@ -59,9 +60,12 @@ class ImageCaptionDataset(Dataset):
         separator: str,
         on_bad_sample: str,
         augment: Callable[[Image.Image, str], tuple[Image.Image, str]] | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if on_bad_sample not in BAD_SAMPLE_POLICIES:
             raise ValueError(f"on_bad_sample must be 'skip' or 'error', got {on_bad_sample!r}")
+        check_max_pixels(max_image_pixels)
+        self.max_image_pixels = max_image_pixels
         self.path = Path(path)
         self.transform = transform
         if augment is not None and not callable(augment):
@@ -105,10 +109,10 @@ class ImageCaptionDataset(Dataset):
             if self._bad[row] or row in self._found_bad:
                 continue
             try:
-                image = load_rgb_image(self.image_path(row))
+                image = load_rgb_image(self.image_path(row), self.max_image_pixels)
             except BadSampleError as error:
                 if self.on_bad_sample == "error":
-                    raise BadSampleError(f"{self.path}: line {self.line(row)}: {error} {SKIP_HINT}") from None
+                    raise type(error)(f"{self.path}: line {self.line(row)}: {error} {skip_hint(error)}") from None
                 self._found_bad.add(row)
                 self._warn_bad_sample(row, error)
                 continue
@@ -161,7 +165,19 @@ class ImageCaptionDataset(Dataset):
                 )
 
     def _warn_bad_sample(self, row: int, error: BadSampleError) -> None:
-        self._warnings.warn(f"{self.path}: line {self.line(row)}: {error}; skipped")
+        self._warnings.warn(f"{self.path}: line {self.line(row)}: {error}; skipped{kept_hint(error)}")
+
+
+def skip_hint(error: BadSampleError) -> str:
+    """What the user can do about a bad sample that stopped the run (a too-large image has two ways out)."""
+    if isinstance(error, ImageTooLargeError):
+        return f"({MAX_PIXELS_HINT}, or run with --on-bad-sample skip)"
+    return SKIP_HINT
+
+
+def kept_hint(error: BadSampleError) -> str:
+    """How to keep such samples, for the warning about one that was skipped."""
+    return f" ({MAX_PIXELS_HINT} to keep such images)" if isinstance(error, ImageTooLargeError) else ""
 
 
 def image_file_problem(image: str, resolved: str) -> tuple[str, str] | None:
@@ -190,8 +206,13 @@ def caption_problem(caption: str) -> tuple[str, str] | None:
     return None
 
 
-def read_pairs(path: Path, image_key: str, caption_key: str, separator: str) -> tuple[list[str], list[str], list[int]]:
-    """(image paths, captions, 1-based line numbers) of the data rows; any problem is one DataError line."""
+def read_pairs(
+    path: Path, image_key: str, caption_key: str, separator: str, column_fix: str | None = None
+) -> tuple[list[str], list[str], list[int]]:
+    """(image paths, captions, 1-based line numbers) of the data rows; any problem is one DataError line.
+
+    column_fix: what a missing column's message tells the user to do (default: the --csv-* flags of `train`).
+    """
     if len(separator) != 1:
         raise DataError(
             f"{path}: the separator must be one character, got {separator!r}; for a TSV pass --csv-separator '\\t'"
@@ -210,7 +231,7 @@ def read_pairs(path: Path, image_key: str, caption_key: str, separator: str) -> 
                 f"{path}: empty file; expected a header line ({image_key}{separator}{caption_key}) "
                 "and one row per image-caption pair"
             )
-        image_column, caption_column = _find_columns(path, table.header, image_key, caption_key, separator)
+        image_column, caption_column = _find_columns(path, table.header, image_key, caption_key, separator, column_fix)
         for start, row in table.rows():
             images.append(row[image_column])
             captions.append(row[caption_column])
@@ -220,7 +241,9 @@ def read_pairs(path: Path, image_key: str, caption_key: str, separator: str) -> 
     return images, captions, lines
 
 
-def _find_columns(path: Path, header: list[str], image_key: str, caption_key: str, separator: str) -> tuple[int, int]:
+def _find_columns(
+    path: Path, header: list[str], image_key: str, caption_key: str, separator: str, column_fix: str | None
+) -> tuple[int, int]:
     if len(header) == 1:  # one column that holds another separator: the file uses a different one
         others = [s for s in _SEPARATORS if s != separator and s in header[0]]
         if others:
@@ -236,7 +259,8 @@ def _find_columns(path: Path, header: list[str], image_key: str, caption_key: st
         )
         names = ", ".join(repr(key) for key in missing)
         raise DataError(
-            f"{path}: no column{'s' if len(missing) > 1 else ''} {names} (columns: {', '.join(header)}); pass {flags}"
+            f"{path}: no column{'s' if len(missing) > 1 else ''} {names} (columns: {', '.join(header)}); "
+            f"{column_fix or 'pass ' + flags}"
         )
     return header.index(image_key), header.index(caption_key)
 

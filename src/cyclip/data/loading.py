@@ -68,6 +68,7 @@ class PairBatches:
                 separator=config.csv_separator,
                 on_bad_sample=config.on_bad_sample,
                 augment=augment,
+                max_image_pixels=config.max_image_pixels,
             )
             self.dataset = SeededSamples(dataset, config.seed)
             self.num_samples = len(dataset)
@@ -146,4 +147,5 @@ class PairBatches:
             pin_memory=self.device.type == "cuda",
             prefetch_factor=config.prefetch_factor,
             finite=not self.train,
+            max_image_pixels=config.max_image_pixels,
         )

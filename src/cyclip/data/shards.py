@@ -19,17 +19,18 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 import torch
 import webdataset as wds
 from braceexpand import UnbalancedBracesError, braceexpand
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cyclip.config import BAD_SAMPLE_POLICIES
 from cyclip.data.batch import PairBatch
-from cyclip.data.captions import SKIP_HINT, caption_problem
-from cyclip.data.images import DECODE_ERRORS, to_rgb
+from cyclip.data.captions import SKIP_HINT, caption_problem, kept_hint, skip_hint
+from cyclip.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels, decode_rgb
 from cyclip.data.seeding import sample_seed, seeded_randomness
 from cyclip.errors import BadSampleError, BadSampleWarnings, DataError
 from cyclip.files import read_json
@@ -42,6 +43,7 @@ SHARD_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 SHUFFLE_BUFFER = 2000  # still-encoded samples per worker (OpenCLIP keeps 5000; ours stays under ~100 MB)
 SHUFFLE_INITIAL = 500
 TAR_END_BYTES = 1024  # a complete tar ends with two zero blocks
+_NAMED_SHORTFALLS: set[str] = set()  # shards whose wrong count this process has named: once per run, not per epoch
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # http:, s3:, pipe:, ... (one letter is a Windows drive)
 
 
@@ -76,28 +78,52 @@ def expand_urls(urls: str) -> list[str]:
 def count_samples(shards: list[str]) -> int | None:
     """Samples in `shards` from img2dataset's "<shard>_stats.json" ("successes") or a "sizes.json" in the
     shards' folder ({"00000.tar": n, ...}, as OpenCLIP reads it); None when some shard has neither."""
-    total = 0
+    claims = claimed_counts(shards)
+    return None if claims is None else sum(claims[url].samples for url in shards)
+
+
+class Claim(NamedTuple):
+    """The sample count a file states for one shard, and that file (for messages)."""
+
+    samples: int
+    source: str
+
+
+def claimed_counts(shards: list[str]) -> dict[str, Claim] | None:
+    """Each shard's count as `count_samples` reads it; None when some shard has none."""
+    claims: dict[str, Claim] = {}
     folder_sizes: dict[str, dict | None] = {}
     for url in shards:
         path = _local_path(url)
         if path is None:
             return None
-        size = _stats_successes(path)
+        stats = _stats_path(path)
+        size = _stats_successes(stats)
+        source = stats
         if size is None:
             folder = os.path.dirname(os.path.abspath(path))
+            source = os.path.join(folder, "sizes.json")
             if folder not in folder_sizes:
-                folder_sizes[folder] = _read_sizes_json(os.path.join(folder, "sizes.json"))
+                folder_sizes[folder] = _read_sizes_json(source)
             sizes = folder_sizes[folder]
             size = None if sizes is None else sizes.get(os.path.basename(path))
             if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
                 raise DataError(
-                    f"{os.path.join(folder, 'sizes.json')}: entry {os.path.basename(path)!r} is {size!r}, "
-                    "not a sample count; fix or delete the file"
+                    f"{source}: entry {os.path.basename(path)!r} is {size!r}, not a sample count; "
+                    "fix or delete the file"
                 )
         if size is None:
             return None
-        total += size
-    return total
+        claims[url] = Claim(size, source)
+    return claims
+
+
+class Shortfall(NamedTuple):
+    """Passed from a worker to the main process: a shard read in full held fewer samples than claimed."""
+
+    url: str
+    claimed: Claim
+    held: int
 
 
 class ShardBatches:
@@ -114,6 +140,10 @@ class ShardBatches:
     OpenCLIP's --dataset-resampled). Samples are shuffled in a seeded buffer; a sample's augmentation is
     drawn under `sample_seed(seed, epoch, url + "/" + key)` (with "#n" appended on its n-th re-read in
     the epoch). Validation (finite=True): this rank's shards once, in order, the last batch possibly smaller.
+
+    Images above `max_image_pixels` are bad samples, refused from their header. When the epoch's size comes
+    from the shards' count files, a shard read in full that holds fewer samples than its file claims is
+    named in a warning, and the shortfall of the epoch is summed up when it ends (the batch count stays).
     """
 
     def __init__(
@@ -135,8 +165,10 @@ class ShardBatches:
         pin_memory: bool = False,
         prefetch_factor: int = 2,
         finite: bool = False,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         _check_arguments(batch_size, num_samples, rank, world_size, workers, on_bad_sample)
+        check_max_pixels(max_image_pixels)
         if finite and resampled:
             raise ValueError("finite=True reads each sample once; it cannot be combined with resampled=True")
         self.urls = urls
@@ -150,9 +182,12 @@ class ShardBatches:
         self._loader: DataLoader | None = None
         self.resampled, self.finite, self.on_bad_sample, self.pin_memory = resampled, finite, on_bad_sample, pin_memory
         self.prefetch_factor = prefetch_factor
+        self.max_image_pixels = max_image_pixels
         self.shards = expand_urls(urls)
+        self.claims: dict[str, Claim] = {}  # only when the count comes from the files, to check them against
         if num_samples is None:
-            num_samples = count_samples(self.shards)
+            self.claims = claimed_counts(self.shards) or {}
+            num_samples = sum(self.claims[url].samples for url in self.shards) if self.claims else None
             if num_samples is None and not finite:
                 raise DataError(
                     f"{urls}: cannot count the samples (no <shard>_stats.json from img2dataset and no sizes.json "
@@ -222,9 +257,18 @@ class ShardBatches:
             yield from self._rebatch(loader)
             return
         count = 0
-        for batch in loader:
-            count += 1
-            yield batch
+        shortfalls: list[Shortfall] = []
+        try:
+            for item in loader:
+                if isinstance(item, Shortfall):
+                    self._name_shortfall(item)
+                    shortfalls.append(item)
+                    continue
+                count += 1
+                yield item
+        finally:  # also when the consumer stops at its last step and drops this generator
+            if shortfalls:
+                self._sum_up_shortfalls(shortfalls)
         if count != self.batches_per_epoch:  # the workers' quotas add up to it; anything else is a bug
             raise RuntimeError(f"rank {self.rank} yielded {count} batches instead of {self.batches_per_epoch}")
 
@@ -234,6 +278,9 @@ class ShardBatches:
         chunks: list[PairBatch] = []
         rows, orphans = 0, 0
         for item in loader:
+            if isinstance(item, Shortfall):
+                self._name_shortfall(item)
+                continue
             if isinstance(item, int):  # a worker's trailing bad-sample count
                 orphans += item
                 continue
@@ -255,6 +302,43 @@ class ShardBatches:
                 f"{self.urls}: none of the samples in the {len(self.rank_shards)} shards of rank {self.rank} is "
                 f"usable ({orphans} bad)"
             )
+
+    def _name_shortfall(self, shortfall: Shortfall) -> None:
+        """One warning line per shard and run: the shard, what its count file claims, what it holds."""
+        if shortfall.url in _NAMED_SHORTFALLS:
+            return
+        _NAMED_SHORTFALLS.add(shortfall.url)
+        effect = (
+            f"validation reads the {shortfall.held} it holds"
+            if self.finite
+            else "each epoch reads shards again to make up the difference"
+        )
+        log.warning(
+            "%s: holds %d samples but %s claims %d; %s (correct the count, or pass --train-num-samples)",
+            shortfall.url,
+            shortfall.held,
+            shortfall.claimed.source,
+            shortfall.claimed.samples,
+            effect,
+        )
+
+    def _sum_up_shortfalls(self, shortfalls: list[Shortfall]) -> None:
+        """At the end of a training epoch: how many samples the short shards really held."""
+        claimed = sum(item.claimed.samples for item in shortfalls)
+        held = sum(item.held for item in shortfalls)
+        where = f"rank {self.rank}, " if self.world_size > 1 else ""
+        log.warning(
+            "%sepoch %d: %d shard%s read in full held %d samples where the count files claim %d, so %d of the "
+            "epoch's %d samples were re-reads",
+            where,
+            self.epoch + 1,
+            len(shortfalls),
+            "s" if len(shortfalls) > 1 else "",
+            held,
+            claimed,
+            claimed - held,
+            self.num_samples,
+        )
 
     def _pinned(self, batch: PairBatch) -> PairBatch:
         if self.pin_memory and torch.cuda.is_available():
@@ -279,6 +363,8 @@ class _ShardStream(IterableDataset):
         self.resampled = batches.resampled
         self.finite = batches.finite
         self.on_bad_sample = batches.on_bad_sample
+        self.max_image_pixels = batches.max_image_pixels
+        self.claims = {url: batches.claims[url] for url in batches.rank_shards if url in batches.claims}
         self.quota = None if batches.finite else batches.batches_per_epoch  # batches of this rank, all workers
 
     def __iter__(self) -> Iterator[PairBatch | int]:
@@ -318,6 +404,9 @@ class _Worker:
             if not stream.finite:
                 samples = wds.shuffle(SHUFFLE_BUFFER, SHUFFLE_INITIAL, rng=shuffle_rng)(samples)
             for sample in samples:
+                if "__shortfall__" in sample:
+                    yield sample["__shortfall__"]
+                    continue
                 row = self._prepare(sample)
                 if row is None:
                     pending += 1
@@ -365,7 +454,8 @@ class _Worker:
             yield [shard["url"] for shard in draws]
 
     def _read_shard(self, url: str) -> Iterator[dict]:
-        """Raw samples of one shard, then, if the tar is corrupt or truncated, one marker for it."""
+        """Raw samples of one shard, then, if the tar is corrupt or truncated, one marker for it; or, after its
+        first complete read, a marker carrying the Shortfall when it holds fewer samples than claimed."""
         visit = self.visits[url]
         self.visits[url] += 1
         errors: list[Exception] = []
@@ -375,8 +465,10 @@ class _Worker:
             return False
 
         last = None  # held back one step, so that in error mode the tar's problem is reported first
+        held = 0
         for sample in wds.tarfile_samples([{"url": url}], handler=stop_shard):
             sample["__visit__"] = visit
+            held += 1
             if last is not None:
                 yield last
             last = sample
@@ -390,6 +482,8 @@ class _Worker:
             yield last
         if problem:
             yield {"__shard_error__": f"{where}; the rest of this shard is skipped", "__visit__": visit}
+        elif visit == 0 and url in self.stream.claims and held < self.stream.claims[url].samples:
+            yield {"__shortfall__": Shortfall(url, self.stream.claims[url], held), "__visit__": visit}
 
     def _prepare(self, sample: dict) -> tuple[torch.Tensor, ...] | None:
         """The tensors of one sample, or None when it is unusable (warned about on its shard's first read)."""
@@ -399,11 +493,11 @@ class _Worker:
             return None
         url, key = sample["__url__"], sample["__key__"]
         try:
-            image, caption = _decode_sample(sample)
+            image, caption = _decode_sample(sample, self.stream.max_image_pixels)
         except BadSampleError as error:
             if self.stream.on_bad_sample == "error":
-                raise BadSampleError(f"{url}: sample {key}: {error} {SKIP_HINT}") from None
-            self._warn(f"{url}: sample {key}: {error}; skipped", first_read)
+                raise type(error)(f"{url}: sample {key}: {error} {skip_hint(error)}") from None
+            self._warn(f"{url}: sample {key}: {error}; skipped{kept_hint(error)}", first_read)
             return None
         stream = self.stream
         name = f"{url}/{key}" + (f"#{sample['__visit__']}" if sample["__visit__"] else "")
@@ -434,7 +528,7 @@ def _rank_shards(
     return order[rank::world_size]
 
 
-def _decode_sample(sample: dict) -> tuple[Image.Image, str]:
+def _decode_sample(sample: dict, max_pixels: int) -> tuple[Image.Image, str]:
     """(RGB image, caption) of a raw sample; BadSampleError says what is wrong with it."""
     extension = next((extension for extension in IMAGE_EXTENSIONS if extension in sample), None)
     files = ", ".join(sorted(name for name in sample if not name.startswith("__"))) or "none"
@@ -453,13 +547,9 @@ def _decode_sample(sample: dict) -> tuple[Image.Image, str]:
     if not data:
         raise BadSampleError(f"empty image file (0 bytes, .{extension})")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return to_rgb(image), caption
-    except UnidentifiedImageError:
-        raise BadSampleError(f"the .{extension} file is not an image PIL can read") from None
-    except DECODE_ERRORS as error:
-        raise BadSampleError(f"cannot decode the .{extension} image ({error})") from None
+        return decode_rgb(io.BytesIO(data), max_pixels), caption
+    except BadSampleError as error:
+        raise type(error)(f"the .{extension} file: {error}") from None
 
 
 def _collate(rows: list[tuple[torch.Tensor, ...]], skipped: list[int]) -> PairBatch:
@@ -499,10 +589,14 @@ def _expand_user(url: str) -> str:
     return os.path.expanduser(url) if url.startswith("~") else url
 
 
-def _stats_successes(path: str) -> int | None:
-    """The "successes" count of img2dataset's "<shard>_stats.json" next to the shard, if there is one."""
+def _stats_path(path: str) -> str:
+    """img2dataset's "<shard>_stats.json" beside a shard."""
     stem = next((path[: -len(ext)] for ext in SHARD_EXTENSIONS if path.endswith(ext)), os.path.splitext(path)[0])
-    stats = f"{stem}_stats.json"
+    return f"{stem}_stats.json"
+
+
+def _stats_successes(stats: str) -> int | None:
+    """The "successes" count of a shard's stats file, if there is one."""
     if not os.path.isfile(stats):
         return None
     content = read_json(stats, fix="fix or delete the file")

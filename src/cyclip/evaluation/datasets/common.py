@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder, VisionDataset
 
-from cyclip.data.images import DECODE_ERRORS, load_rgb_image, to_rgb
+from cyclip.data.images import DECODE_ERRORS, check_image_size, load_rgb_image, to_rgb
 from cyclip.errors import BadSampleError, DataError
 
 SPLITS = ("train", "test")
@@ -71,28 +71,37 @@ def one_line(error: BaseException) -> str:
 
 
 def as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    """An RGB PIL image from whatever a torchvision dataset returns (any PIL mode, or an HWC/HW uint8 array)."""
+    """An upright RGB PIL image from whatever a torchvision dataset returns (any PIL mode, or an HWC/HW uint8
+    array); the datasets that open files themselves keep the EXIF orientation, which is applied here."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
+    ImageOps.exif_transpose(image, in_place=True)  # nothing to do (and nothing copied) without an orientation
     return image if image.mode == "RGB" else to_rgb(image)
 
 
 class TorchvisionImages(Dataset):
     """`(transform(rgb_image), label)` from a torchvision dataset built without a transform.
 
-    Images come out RGB whatever the dataset returns, and a file that fails to load raises BadSampleError
-    naming it: evaluation is strict, because skipping an image would silently change the accuracy.
+    Images come out upright and RGB whatever the dataset returns, and a file that fails to load raises
+    BadSampleError naming it: evaluation is strict, because skipping an image would silently change the
+    accuracy. Where the dataset opens files itself (not through `load_rgb_image`), an image above the
+    pixel limit is refused from its header before the dataset decodes it.
     """
 
     def __init__(self, base: VisionDataset, transform: Callable, name: str) -> None:
         self.base = base
         self.transform = transform
         self.name = name
+        self._decodes_files_itself = getattr(base, "loader", None) is not load_rgb_image
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self._decodes_files_itself:
+            path = sample_file(self.base, index)
+            if path is not None and Path(path).is_file():
+                check_image_size(path)
         try:
             image, label = self.base[index]
         except BadSampleError:

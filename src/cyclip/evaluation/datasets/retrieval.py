@@ -6,6 +6,7 @@ row or entry, because dropping one would silently change Recall@K.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from cyclip.files import read_json
 
 # Karpathy's "restval" images (COCO's val2014 images outside the 5k val and test sets) are training images.
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
+# Column pairs a retrieval CSV/TSV may use, in order of preference: the documented one, then CC3M's (as `train`).
+CSV_COLUMNS = (("image", "caption"), ("filepath", "title"))
 
 
 @dataclass
@@ -55,14 +58,15 @@ def open_retrieval(
     split: str = "test",
     transform: Callable | None = None,
     *,
-    image_key: str = "filepath",
-    caption_key: str = "title",
-    separator: str = ",",
+    image_key: str | None = None,
+    caption_key: str | None = None,
+    separator: str | None = None,
 ) -> RetrievalSet:
     """Read a retrieval set; image paths are relative to `image_root` (default: the file's folder) or absolute.
 
     A .json file is a Karpathy split file and `split` picks "train" (with "restval"), "val" or "test"; any other
-    file is a CSV/TSV with the columns `image_key` and `caption_key` (one row per caption), which is one split.
+    file is a CSV/TSV with an image and a caption column (one row per caption), which is one split: by default
+    `image,caption` or `filepath,title`, comma- or tab-separated, as its header says; the keywords override.
     transform: applied to each RGB PIL image (None: the images come out as PIL images).
     """
     path = Path(path)
@@ -76,7 +80,8 @@ def open_retrieval(
             raise ValueError(
                 f"split={split!r} applies to Karpathy JSON files; a CSV/TSV file is one split: pass that split's file"
             )
-        name, images, captions, owners = _read_csv(path, root, image_key, caption_key, separator)
+        layout = _csv_layout(path, image_key, caption_key, separator)
+        name, images, captions, owners = _read_csv(path, root, *layout)
     return RetrievalSet(name, ImageFiles(images, transform), captions, torch.tensor(owners, dtype=torch.long))
 
 
@@ -134,10 +139,11 @@ def _read_karpathy(path: Path, root: Path, split: str) -> tuple[str, list[str], 
 
 
 def _read_csv(
-    path: Path, root: Path, image_key: str, caption_key: str, separator: str
+    path: Path, root: Path, separator: str, image_key: str, caption_key: str
 ) -> tuple[str, list[str], list[str], list[int]]:
     """Rows of (image, caption); rows naming the same image file share one image, in order of first appearance."""
-    names, captions, lines = read_pairs(path, image_key, caption_key, separator)
+    fix = "name the columns image,caption (one row per caption)"
+    names, captions, lines = read_pairs(path, image_key, caption_key, separator, column_fix=fix)
     index_of: dict[str, int] = {}
     images: list[str] = []
     owners: list[int] = []
@@ -152,3 +158,34 @@ def _read_csv(
             images.append(resolved)
         owners.append(index_of[resolved])
     return path.stem, images, captions, owners
+
+
+def _csv_layout(
+    path: Path, image_key: str | None, caption_key: str | None, separator: str | None
+) -> tuple[str, str, str]:
+    """(separator, image column, caption column): those given, the rest as the header line names them (comma
+    or tab, a pair of CSV_COLUMNS). A header that cannot be read, or that lacks columns named by the caller,
+    gets the first choice, and `read_pairs` then says what is wrong with the file."""
+    explicit = bool(image_key and caption_key)
+    columns: list[tuple[str, str]] = (
+        [(image_key, caption_key)]
+        if image_key and caption_key
+        else [(image_key or i, caption_key or c) for i, c in CSV_COLUMNS]
+    )
+    separators = (separator,) if separator else ("\t", ",") if path.suffix.lower() == ".tsv" else (",", "\t")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as file:
+            header = next((line for line in file if line.strip()), "")
+    except (OSError, UnicodeDecodeError):
+        header = ""
+    for candidate in separators if header else ():
+        names = {name.strip() for name in next(csv.reader([header], delimiter=candidate))}
+        for image_column, caption_column in columns:
+            if image_column in names and caption_column in names:
+                return candidate, image_column, caption_column
+    if header and not explicit:
+        raise DataError(
+            f"{path}: the header {header.strip()!r} names no image and caption columns; write a comma- or "
+            "tab-separated header 'image,caption' (or 'filepath,title') and one row per caption"
+        )
+    return separators[0], *columns[0]
