@@ -260,8 +260,8 @@ def test_permission_denied_on_an_output_folder_is_one_line(files, tmp_path, monk
                  "--output", str(target / "zeroshot.json")])  # fmt: skip
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"cyclip: error: permission denied while writing {target / 'zeroshot.json'}; nothing was written and no "
-        "partial file is left (check that the folder is writable, or write elsewhere)"
+        f"cyclip: error: --output {target / 'zeroshot.json'}: cannot write in {target} (permission denied); "
+        "choose another --output or make the folder writable"
     )
 
 

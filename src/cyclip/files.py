@@ -236,7 +236,11 @@ def read_json(path: str | os.PathLike, what: str = "file", fix: str | None = Non
     """A JSON file's content (parsed, never executed); a missing file, bad bytes or bad syntax is one
     DataError naming the place, followed by `fix` when given."""
     path = Path(path)
-    text = read_text(path, what)
+    _require_file(path, what)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(_with_fix(f"{path}: not a JSON {what}: it holds bytes that are not UTF-8 text", fix)) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
