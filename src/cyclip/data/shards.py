@@ -6,6 +6,13 @@ shards again when they run out. Bad samples follow the CSV policy (`cyclip.data.
 and counted in the batch's `skipped` tensor, or fatal with on_bad_sample="error". Every random choice
 (shard order, sample shuffle, resampling, augmentation) is seeded from (seed, epoch, rank, worker, sample),
 so a run and its resume see the same batches.
+
+Resuming part-way through an epoch: the DataLoader returns the workers' batches round-robin, so after b
+batches worker w has made b // W + (w < b % W) of them. Which raw samples went into them depends on which
+ones failed to decode, so each training batch carries its worker's position (raw samples taken from the
+shuffle buffer so far) to the main process (`ShardBatches.positions`). A resumed worker reads its shards and
+refills its shuffle buffer in the same seeded order up to that position without decoding anything, then
+goes on; the worker that was next in the round-robin starts the DataLoader's rotation.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 import torch
 import webdataset as wds
@@ -105,7 +113,9 @@ class ShardBatches:
     samples that sample i stood in for, so `skipped.sum()` over the epoch counts the bad samples met (a
     corrupt or truncated shard counts 1 and stops that shard).
 
-    Training (finite=False): exactly `batches_per_epoch` full batches on every rank. Without `resampled`
+    Training (finite=False): exactly `batches_per_epoch` full batches on every rank (minus `skip`, the
+    batches of this epoch already trained on, which are not decoded again; `streams` is `positions` as it
+    was after them). Without `resampled`
     the shards are shuffled by (seed, epoch), shard i of that order goes to rank i % world_size and then
     to data-loader workers the same way; a worker whose shards run out reads them again. With `resampled`
     every rank and worker draws shards with replacement from its own seeded stream (multi-node, as
@@ -132,10 +142,14 @@ class ShardBatches:
         augment: Callable | None = None,
         pin_memory: bool = False,
         finite: bool = False,
+        skip: int = 0,
+        streams: list[int] | None = None,
     ) -> None:
         _check_arguments(batch_size, num_samples, rank, world_size, workers, on_bad_sample)
         if finite and resampled:
             raise ValueError("finite=True reads each sample once; it cannot be combined with resampled=True")
+        if streams is not None and len(streams) != max(1, workers):
+            raise ValueError(f"{len(streams)} stream positions for {max(1, workers)} data-loader workers")
         self.urls = urls
         self.transform = transform
         self.tokenizer = tokenizer
@@ -170,6 +184,11 @@ class ShardBatches:
             self.rank_shards = order[rank::world_size]
             # Validation may use fewer shards than workers: the extra workers would have nothing to read.
             self.workers = min(workers, len(self.rank_shards)) if finite else workers
+        if not 0 <= skip <= self.batches_per_epoch:
+            raise ValueError(f"cannot skip {skip} of the {self.batches_per_epoch} batches of an epoch")
+        self.skip = skip
+        # Per worker: raw samples taken from its shuffle buffer up to its last batch yielded here.
+        self.positions = list(streams) if streams is not None else [0] * max(1, self.workers)
 
     def _check_shard_count(self, shards: int, workers: int) -> None:
         needed = self.world_size if self.finite else self.world_size * max(1, workers)
@@ -203,11 +222,14 @@ class ShardBatches:
             yield from self._rebatch(loader)
             return
         count = 0
-        for batch in loader:
+        for item in loader:
+            self.positions[item.worker] = item.position
             count += 1
-            yield batch
-        if count != self.batches_per_epoch:  # the workers' quotas add up to it; anything else is a bug
-            raise RuntimeError(f"rank {self.rank} yielded {count} batches instead of {self.batches_per_epoch}")
+            yield item.batch
+        if count != self.batches_per_epoch - self.skip:  # the workers' quotas add up to it; anything else is a bug
+            raise RuntimeError(
+                f"rank {self.rank} yielded {count} batches instead of {self.batches_per_epoch - self.skip}"
+            )
 
     def _rebatch(self, loader: Iterable) -> Iterator[PairBatch]:
         """Batches of exactly batch_size across workers (each worker ends with a short one), the last
@@ -243,6 +265,14 @@ class ShardBatches:
         return batch
 
 
+class _StreamBatch(NamedTuple):
+    """A training batch with the worker that made it and that worker's position (raw samples taken)."""
+
+    batch: PairBatch
+    worker: int
+    position: int
+
+
 class _ShardStream(IterableDataset):
     """What each data-loader worker (or the main process, with workers=0) runs: its shards to batches."""
 
@@ -260,10 +290,14 @@ class _ShardStream(IterableDataset):
         self.finite = batches.finite
         self.on_bad_sample = batches.on_bad_sample
         self.quota = None if batches.finite else batches.batches_per_epoch  # batches of this rank, all workers
+        self.skip = batches.skip
+        self.streams = list(batches.positions)
 
-    def __iter__(self) -> Iterator[PairBatch | int]:
+    def __iter__(self) -> Iterator[PairBatch | int | _StreamBatch]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        loader_worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # The DataLoader asks its worker 0 first; that must be the worker whose batch is next in the epoch.
+        worker = (loader_worker + self.skip) % workers
         return _Worker(self, worker, workers).batches()
 
 
@@ -275,25 +309,31 @@ class _Worker:
         self.worker = worker
         self.name = f"rank {stream.rank}, data-loader worker {worker}"
         self.pool = stream.shards if stream.resampled else stream.shards[worker::workers]
-        self.quota = None if stream.quota is None else stream.quota // workers + (worker < stream.quota % workers)
+        self.quota = None if stream.quota is None else _share(stream.quota, worker, workers)
+        self.done = _share(stream.skip, worker, workers)  # batches made before a resume
+        self.replay = stream.streams[worker]  # raw samples taken for them
         self.visits: Counter[str] = Counter()  # reads of each shard so far this epoch
         self.warnings = 0
 
-    def batches(self) -> Iterator[PairBatch | int]:
-        """Full batches up to the quota (training) or until the shards end (finite: then the short last
-        batch, or the trailing bad-sample count as a plain int when no good sample follows it)."""
+    def batches(self) -> Iterator[PairBatch | int | _StreamBatch]:
+        """Full batches up to the quota (training, with their positions) or until the shards end (finite:
+        then the short last batch, or the trailing bad-sample count as a plain int when no good sample
+        follows it)."""
         stream = self.stream
-        if self.quota == 0 or not self.pool:
+        if self.quota == self.done or not self.pool:
             return
         shuffle_rng = random.Random(sample_seed(stream.seed, stream.epoch, f"samples/{stream.rank}/{self.worker}"))
         rows: list[tuple[torch.Tensor, ...]] = []
         skipped: list[int] = []
-        pending, produced, good, tried = 0, 0, 0, set()
+        pending, produced, good, tried, taken = 0, self.done, self.done, set(), 0
         for shards in self._rounds():
             samples: Iterator[dict] = (sample for url in shards for sample in self._read_shard(url))
             if not stream.finite:
                 samples = wds.shuffle(SHUFFLE_BUFFER, SHUFFLE_INITIAL, rng=shuffle_rng)(samples)
             for sample in samples:
+                taken += 1
+                if taken <= self.replay:  # went into a batch before the resume: read again, not decoded
+                    continue
                 row = self._prepare(sample)
                 if row is None:
                     pending += 1
@@ -303,7 +343,8 @@ class _Worker:
                 skipped.append(pending)
                 pending = 0
                 if len(rows) == stream.batch_size:
-                    yield _collate(rows, skipped)
+                    batch = _collate(rows, skipped)
+                    yield batch if stream.finite else _StreamBatch(batch, self.worker, taken)
                     rows, skipped = [], []
                     produced += 1
                     if produced == self.quota:
@@ -426,6 +467,11 @@ def _decode_sample(sample: dict) -> tuple[Image.Image, str]:
         raise BadSampleError(f"the .{extension} file is not an image PIL can read") from None
     except _DECODE_ERRORS as error:
         raise BadSampleError(f"cannot decode the .{extension} image ({error})") from None
+
+
+def _share(total: int, worker: int, workers: int) -> int:
+    """Worker `worker`'s part of `total` batches handed out round-robin from worker 0."""
+    return total // workers + (worker < total % workers)
 
 
 def _collate(rows: list[tuple[torch.Tensor, ...]], skipped: list[int]) -> PairBatch:
