@@ -23,6 +23,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
 IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment", "none")
+PREEMPT_SIGNALS = ("USR1", "USR2", "HUP", "QUIT")
 
 
 class ConfigError(ValueError):
@@ -263,11 +264,42 @@ class TrainConfig(CheckedConfig):
     workers: int = option(2, "data-loading processes", minimum=0)
     seed: int = option(0, "seed for initialisation, data order and augmentation", minimum=0, maximum=2**32 - 1)
     output: str = option("runs/cyclip", "folder for checkpoints, metrics.jsonl, TensorBoard and config.yaml")
-    resume: str | None = option(None, "'latest' (OUTPUT/latest.pt) or a checkpoint path to continue from exactly")
+    resume: str | None = option(
+        None,
+        "continue a run exactly: 'latest' (OUTPUT/latest.pt, or the newest readable checkpoint if it is damaged), "
+        "'auto' (latest when OUTPUT holds a checkpoint, else start: for jobs that are requeued) or a checkpoint "
+        "path; with latest/auto the settings come from OUTPUT/config.yaml (flags given override them)",
+    )
+    save_every_steps: int | None = option(
+        None,
+        "also write a checkpoint (step_N.pt, which becomes latest.pt) every N optimizer steps",
+        minimum=1,
+        default_help="off",
+    )
+    save_every_minutes: float | None = option(
+        None,
+        "also write a checkpoint when this many minutes have passed since the last one",
+        above=0,
+        default_help="off",
+    )
+    keep_last: int = option(2, "step checkpoints to keep: older step_N.pt files are deleted", minimum=1)
+    keep_epochs: bool = option(
+        True, "keep every epoch_N.pt (--no-keep-epochs: they count towards --keep-last like step checkpoints)"
+    )
+    preempt_signal: str | None = option(
+        None,
+        "one more signal that stops the run after the current step with a checkpoint, like SIGTERM and SIGINT "
+        "(e.g. USR1 with SLURM's --signal=USR1@120)",
+        choices=PREEMPT_SIGNALS,
+        default_help="none",
+    )
     log_every: int = option(10, "steps between metric logs", minimum=1)
 
     def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """The run's settings, without `resume`: the file starts this run again, or continues it with
+        `--resume latest` (which reads it)."""
+        settings = {**self.to_dict(), "resume": None}
+        Path(path).write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 def _train_option(name: str) -> Any:

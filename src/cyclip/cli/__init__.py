@@ -28,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("cyclip").setLevel(logging.INFO)  # ours at INFO; open_clip's chatter stays quiet
     args = build_parser().parse_args(argv)
+    from cyclip.checkpoint_folder import CheckpointWriteError
     from cyclip.data import DataError
+    from cyclip.preemption import EXIT_INTERRUPTED, RunStopped
     from cyclip.train import NonFiniteLossError
 
     try:
@@ -36,6 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, ValueError, FileNotFoundError, NonFiniteLossError) as error:
         print(f"cyclip: error{_which_rank()}: {error}", file=sys.stderr)
         return 2
+    except CheckpointWriteError as error:  # not the user's input: the disk or the folder failed
+        print(f"cyclip: error{_which_rank()}: {error}", file=sys.stderr)
+        return 1
+    except RunStopped as stop:  # a signal: where the run stopped and how to continue, from rank 0
+        if str(stop):
+            print(f"cyclip: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside training (or before it started): no traceback
+        print("cyclip: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
