@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/communication.py
 	$(BIN)/python benchmarks/evaluation.py
+	$(BIN)/python benchmarks/checkpointing.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
