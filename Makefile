@@ -1,11 +1,11 @@
-# One command sets up .venv/ and runs each job: `make demo`, `make test`.
+# One command sets up .venv/ and runs each job: `make demo`, `make test` (or `make test-fast` while editing).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # PyTorch first, pinned, so that pip takes a known build; override e.g. TORCH="torch torchvision".
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test test-fast lint demo bench clean
 
 setup: $(VENV)/.installed
 
@@ -16,13 +16,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-test: setup
-	$(BIN)/ruff check src tests benchmarks
+# CI (.ci/run) runs `make test`: the linters, the type checker and every test.
+test: lint
 	$(BIN)/python -m pytest -q
+
+# The tests that train for seconds or start several processes are left out: well under a minute.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not distributed"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 demo: setup
 	$(BIN)/cyclip demo
@@ -34,6 +39,7 @@ bench: setup
 	$(BIN)/python benchmarks/communication.py
 	$(BIN)/python benchmarks/evaluation.py
 	$(BIN)/python benchmarks/checkpointing.py
+	$(BIN)/python benchmarks/search.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from cyclip.evaluation.embeddings import embed_images
 from cyclip.evaluation.retrieval import retrieval_recall
+from cyclip.evaluation.settings import EvalConfig
 from cyclip.models import create_model
 from cyclip.runtime import resolve_device
 
@@ -42,8 +43,16 @@ def main() -> None:
     parser.add_argument("--model", default="cyclip-rn-tiny", help="model to embed with (default: cyclip-rn-tiny)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--images", type=int, default=2048, help="images to embed (default: 2048)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
+    defaults = EvalConfig()
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help=f"images per forward pass (default: {defaults.batch_size})",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=defaults.workers, help=f"data-loading processes (default: {defaults.workers})"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
 

@@ -15,20 +15,21 @@ import pytest
 import torch
 import torchvision.transforms as T
 from PIL import Image
-from stand_ins import CharTokenizer, to_tensor
 from torch.utils.data import DataLoader
 
-from cyclip.data import DataError, ImageCaptionDataset, PairAugmenter, WordNetThesaurus, eda, write_digits_demo
+from cyclip.data import ImageCaptionDataset, PairAugmenter, WordNetThesaurus, eda, write_digits_demo
 from cyclip.data.augment import (
     STOP_WORDS,
     caption_words,
-    default_thesaurus,
     random_deletion,
     random_insertion,
     random_swap,
     synonym_replacement,
 )
 from cyclip.data.seeding import SeededSamples, sample_seed, seeded_randomness
+from cyclip.data.wordnet import default_thesaurus
+from cyclip.errors import DataError
+from tests.helpers.stand_ins import CharTokenizer, to_tensor
 
 WORDS = "a small black dog runs across the green field".split()
 TOY = {"dog": ("hound",), "field": ("meadow land",)}.get  # a thesaurus with a known answer

@@ -160,3 +160,16 @@ def test_damaged_file_is_a_clear_error(tmp_path, damage):
     path.write_bytes(content)
     with pytest.raises(ValueError, match="truncated or corrupt"):
         read_checkpoint(path)
+
+
+def test_torchscript_archive_is_refused_in_one_line(tmp_path, capsys):
+    """OpenAI's original CLIP files are TorchScript archives: refused with the way to a state dict, not a traceback."""
+    from cyclip.cli import main
+
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "ViT-B-32.pt")
+    with pytest.raises(ValueError, match="a TorchScript archive"):
+        read_checkpoint(tmp_path / "ViT-B-32.pt")
+    argv = ["train", "--train-data", "x.csv", "--pretrained", str(tmp_path / "ViT-B-32.pt"), "--output", str(tmp_path)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "TorchScript archive" in error and "hf download" in error

@@ -28,6 +28,9 @@ ACCEPTED = [
     ("grad_clip_norm", "1", 1.0),
     ("inmodal", True, True),
     ("precision", "bf16", "bf16"),
+    ("precision", "amp", "fp16"),  # OpenCLIP's names of the same autocast modes
+    ("precision", "amp_bf16", "bf16"),
+    ("precision", "amp_bfloat16", "bf16"),
     ("inmodal_image_augmentation", "none", "none"),
 ]
 
@@ -121,7 +124,7 @@ def test_bounds_are_inclusive_where_the_help_says_so():
 
 def test_every_numeric_option_has_a_documented_range_shown_in_the_help(capsys):
     numeric = [item for item in fields(TrainConfig) if item.type in ("int", "float", "int | None", "float | None")]
-    assert len(numeric) == 16
+    assert len(numeric) == 19
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
@@ -144,6 +147,12 @@ FLAG_ERRORS = [
     (["--batch-size", "1"], "--batch-size: expected an integer >= 2, got 1"),
     (["--workers", "1.5"], "--workers: expected an integer >= 0, got '1.5'"),
     (["--precision", "fp8"], "--precision: expected one of fp32, bf16, fp16, got 'fp8'"),
+    (
+        ["--precision", "pure_bf16"],
+        "--precision: OpenCLIP's pure_bf16 stores the weights themselves in bf16; cyclip "
+        "keeps float32 weights (AdamW steps smaller than bf16's resolution would be lost) and autocasts the forward "
+        "pass: use --precision bf16 (OpenCLIP's amp_bf16)",
+    ),
     (["--on-bad-sample", "ignore"], "--on-bad-sample: expected one of skip, error, got 'ignore'"),
 ]
 
@@ -165,6 +174,13 @@ YAML_ERRORS = [
     ("grad_clip_norm: -1", "grad_clip_norm: expected a number > 0 or null, got -1.0"),
     ("inmodal: 1", "inmodal: expected true or false, got 1"),
     ("model: [RN50]", "model: expected a string, got ['RN50']"),
+    ("precision: [amp]", "precision: expected one of fp32, bf16, fp16, got ['amp']"),
+    (
+        "precision: pure_fp16",
+        "precision: OpenCLIP's pure_fp16 stores the weights themselves in fp16; cyclip keeps float32 weights "
+        "(AdamW steps smaller than fp16's resolution would be lost) and autocasts the forward pass: use --precision "
+        "fp16 (OpenCLIP's amp)",
+    ),
     ("epochs:", "epochs: expected an integer >= 1, got null"),
 ]
 

@@ -14,22 +14,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from stand_ins import CharTokenizer, to_tensor
 
 from cyclip.data import (
     DIGIT_NAMES,
     HELDOUT_TEMPLATES,
     TRAIN_TEMPLATES,
-    BadSampleError,
-    DataError,
     ImageCaptionDataset,
-    LabelledImageDataset,
     load_rgb_image,
-    read_labelled_folder,
     write_digits_demo,
 )
 from cyclip.data.batch import PairBatch
 from cyclip.data.images import to_rgb
+from cyclip.errors import BadSampleError, DataError
+from cyclip.evaluation.datasets.labelled import LabelledImageDataset, read_labelled_folder
+from tests.helpers.stand_ins import CharTokenizer, to_tensor
 
 # ---------------------------------------------------------------- helpers (module level: picklable)
 
@@ -435,7 +433,7 @@ def test_classes_json_errors_and_default_template(tmp_path):
         "a photo of a {}."
     ]
     bad = {
-        '{"classes": ["a",]}': r"invalid JSON at line 1 column",
+        '{"classes": ["a",]}': r"not valid JSON at line 1 column",
         '{"classes": []}': "non-empty list",
         '{"classes": "abc"}': "non-empty list",
         '["a", "b"]': "expected an object",

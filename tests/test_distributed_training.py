@@ -17,6 +17,8 @@ from PIL import Image
 from cyclip.checkpoints import read_checkpoint
 from cyclip.data import write_digits_demo
 
+pytestmark = pytest.mark.distributed
+
 # LayerNorm-only ViT: a ResNet's BatchNorm statistics would differ between per-rank and whole batches.
 # lr 1e-4: Adam divides by the gradient's own size, so on weights whose exact gradient is 0 (attention key
 # biases) float rounding noise becomes an update of up to ~lr/50 that differs between the two reductions.

@@ -22,7 +22,7 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TE
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from cyclip.data import BadSampleError, DataError
+from cyclip.errors import BadSampleError, DataError
 from cyclip.evaluation.datasets import (
     CLASSIFICATION_DATASETS,
     ClassificationSet,
@@ -179,10 +179,10 @@ def test_cifar_label_out_of_range_and_missing_layout(tmp_path):
     empty.mkdir()
     message = error_line(lambda: open_classification("cifar10", empty, "test", to_tensor))
     assert message.startswith(f"cifar10: {empty} has no cifar-10-batches-py/batches.meta (looked for ")
-    assert "point --data at the folder that holds cifar-10-batches-py" in message
+    assert "point --root at the folder that holds cifar-10-batches-py" in message
     inner = tmp_path / "cifar-10-batches-py"
     message = error_line(lambda: open_classification("cifar10", inner, "train", to_tensor))
-    assert f"point --data at {tmp_path} (the folder that holds cifar-10-batches-py)" in message
+    assert f"point --root at {tmp_path} (the folder that holds cifar-10-batches-py)" in message
 
 
 class _RunsCode:
@@ -300,7 +300,7 @@ def test_imagenetv2_numeric_folders_are_imagenet_indices(tmp_path):
     assert pairs(data) == sorted([((2, 0, 1), 2), ((10, 0, 1), 10), ((999 % 256, 3, 1), 999)])
     assert data.classes == list(IMAGENET_CLASSNAMES)
     message = error_line(lambda: open_classification("imagenetv2", tmp_path, "test", to_tensor))
-    assert f"{root} is not a class folder" in message and f"point --data at {root}?" in message
+    assert f"{root} is not a class folder" in message and f"point --root at {root}?" in message
     (root / "007").mkdir()
     message = error_line(lambda: open_classification("imagenetv2", root, "test", to_tensor))
     assert f"{root / '007'} is not a class folder: its name must be a class index 0..999" in message
@@ -332,7 +332,7 @@ def test_imagenet_a_missing_layout_message(tmp_path):
     message = error_line(lambda: open_classification("imagenet-a", root, "test", to_tensor))
     assert message == (
         f"imagenet-a: {root} has no wnid class folders (expected e.g. {root}/n01498041/*.jpg); "
-        "point --data at the extracted imagenet-a folder"
+        "point --root at the extracted imagenet-a folder"
     )
     with pytest.raises(ValueError, match="imagenet-a has a test split only"):
         open_classification("imagenet-a", root, "train", to_tensor)
@@ -341,7 +341,7 @@ def test_imagenet_a_missing_layout_message(tmp_path):
 def test_imagenet_sketch_nested_folder_hint(tmp_path):
     write_image(tmp_path / "sketch" / "n01440764" / "a.JPEG", (4, 4, 4))
     message = error_line(lambda: open_classification("imagenet-sketch", tmp_path, "test", to_tensor))
-    assert f"point --data at {tmp_path / 'sketch'}?" in message
+    assert f"point --root at {tmp_path / 'sketch'}?" in message
     data = open_classification("imagenet-sketch", tmp_path / "sketch", "test", to_tensor)
     assert pairs(data) == [((4, 4, 4), 0)] and len(data.classes) == 1000
 
@@ -579,6 +579,23 @@ def test_labelled_folder_and_its_out_of_range_label(tmp_path):
     assert message == f"{folder / 'labels.csv'}: line 3: label 2 is out of range for 2 classes (valid: 0..1)"
 
 
+def test_classes_json_templates_take_clip_benchmarks_placeholder(tmp_path):
+    folder = tmp_path / "my-set"
+    write_image(folder / "a.png", (1, 1, 1))
+    templates = ["a photo of a {c}.", "{c}, or a {} with {{braces}}", "art of a {}."]
+    (folder / "classes.json").write_text(json.dumps({"classes": ["cat", "dog"], "templates": templates}))
+    (folder / "labels.csv").write_text("image,label\na.png,cat\n")
+    data = open_classification(str(folder), None, "test", to_tensor)
+    assert [t.format("dog") for t in data.templates] == [
+        "a photo of a dog.",
+        "dog, or a dog with {braces}",
+        "art of a dog.",
+    ]
+    (folder / "classes.json").write_text(json.dumps({"classes": ["cat"], "templates": ["a photo of a {name}."]}))
+    message = error_line(lambda: open_classification(str(folder), None, "test", to_tensor))
+    assert "classes.json: template 'a photo of a {name}.' needs the class name as '{}'" in message
+
+
 def test_image_folder_tree(tmp_path):
     write_image(tmp_path / "tabby_cat" / "1.jpg", (1, 0, 0))
     write_image(tmp_path / "golden_retriever" / "1.png", (2, 0, 0))
@@ -602,7 +619,7 @@ def test_bad_arguments_and_paths(tmp_path):
     message = error_line(lambda: open_classification(str(tmp_path / "nope"), None, "test", to_tensor))
     assert message.startswith(f"{tmp_path / 'nope'}: not found; pass a labelled folder")
     message = error_line(lambda: open_classification("dtd", tmp_path / "nope", "test", to_tensor))
-    assert message.startswith(f"dtd: {tmp_path / 'nope'} not found; point --data at the local copy of dtd")
+    assert message.startswith(f"dtd: {tmp_path / 'nope'} not found; point --root at the local copy of dtd")
     assert not (tmp_path / "nope").exists()
     message = error_line(lambda: open_classification("caltech101", tmp_path, "test", to_tensor))
     assert "has no caltech101/101_ObjectCategories" in message

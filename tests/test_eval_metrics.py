@@ -1,5 +1,5 @@
-"""Retrieval, consistency, geometry, fine/coarse zero-shot and the embeddings file, against direct loops and
-hand-built examples with known answers."""
+"""Retrieval, consistency, zero-shot top-k, geometry, fine/coarse zero-shot and the embeddings file, against
+direct loops, scikit-learn and hand-built examples with known answers."""
 
 import itertools
 import json
@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import direct_objective
+from sklearn.metrics import top_k_accuracy_score
 
-from cyclip.data import DataError
+from cyclip.errors import DataError
 from cyclip.evaluation.consistency import (
     consistency_at_k,
+    consistency_gaps,
     consistency_report,
     neighbour_agreement,
     regularizer_values,
@@ -22,6 +23,8 @@ from cyclip.evaluation.embeddings_file import Embeddings, load_embeddings, save_
 from cyclip.evaluation.geometry import alignment, class_geometry, cross_uniformity, paired_geometry, uniformity
 from cyclip.evaluation.granularity import fine_coarse_accuracy, read_superclasses
 from cyclip.evaluation.retrieval import retrieval_recall
+from cyclip.evaluation.zeroshot import topk_accuracy
+from tests.helpers.reference import direct_objective
 
 
 def unit_rows(rows: int, dim: int, seed: int, dtype=torch.float64) -> torch.Tensor:
@@ -94,6 +97,29 @@ def test_retrieval_recall_refuses_uncaptioned_images_and_bad_indices():
 # --- consistency -------------------------------------------------------------------------------------------
 
 
+def test_consistency_gaps_equal_a_double_loop():
+    generator = torch.Generator().manual_seed(0)
+    images = F.normalize(torch.randn(23, 6, generator=generator), dim=1)
+    texts = F.normalize(images + 0.3 * torch.randn(23, 6, generator=generator), dim=1)
+    i, t = images.double().numpy(), texts.double().numpy()
+    pairs = [(j, k) for j, k in itertools.product(range(23), repeat=2) if j != k]
+    inmodal = np.mean([abs(i[j] @ i[k] - t[j] @ t[k]) for j, k in pairs])
+    crossmodal = np.mean([abs(i[j] @ t[k] - i[k] @ t[j]) for j, k in pairs])
+    gaps = consistency_gaps(images, texts, block=5)  # blocks that do not divide N
+    assert gaps["inmodal_gap"] == pytest.approx(inmodal, rel=1e-12)
+    assert gaps["crossmodal_gap"] == pytest.approx(crossmodal, rel=1e-12)
+
+
+def test_identical_spaces_have_zero_gaps():
+    images = F.normalize(torch.randn(10, 4, generator=torch.Generator().manual_seed(1)), dim=1)
+    assert consistency_gaps(images, images) == {"inmodal_gap": 0.0, "crossmodal_gap": 0.0}
+
+
+def test_consistency_gaps_refuse_mismatched_inputs():
+    with pytest.raises(ValueError, match="N >= 2"):
+        consistency_gaps(torch.zeros(3, 4), torch.zeros(4, 4))
+
+
 def nearest_others(x: np.ndarray, j: int, k: int) -> set[int]:
     others = [m for m in range(len(x)) if m != j]
     return set(sorted(others, key=lambda m: -float(x[j] @ x[m]))[:k])
@@ -157,6 +183,21 @@ def test_consistency_report_zeroshot_accuracies_equal_argmax_counts():
     assert report["caption_zeroshot_top1"] == pytest.approx(np.mean((t @ c.T).argmax(1) == y), abs=1e-12)
     assert report["consistency@1"] == pytest.approx(np.mean((i @ c.T).argmax(1) == (t @ c.T).argmax(1)), abs=1e-12)
     assert "neighbour_agreement@2" in report and "consistency@10" not in report  # 10 > 5 classes
+
+
+# --- zero-shot ---------------------------------------------------------------------------------------------
+
+
+def test_topk_accuracy_equals_scikit_learn():
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(200, 12, generator=generator)
+    labels = torch.randint(0, 12, (200,), generator=generator)
+    ours = topk_accuracy(logits, labels)
+    assert set(ours) == {"top1", "top3", "top5", "top10"}
+    for k in (1, 3, 5, 10):
+        expected = top_k_accuracy_score(labels.numpy(), logits.numpy(), k=k, labels=np.arange(12))
+        assert ours[f"top{k}"] == pytest.approx(expected, abs=1e-12)
+    assert set(topk_accuracy(logits[:, :4], labels.clamp(max=3))) == {"top1", "top3"}  # k above the classes
 
 
 # --- geometry ----------------------------------------------------------------------------------------------
@@ -265,7 +306,7 @@ def test_read_superclasses(tmp_path):
     with pytest.raises(DataError, match=r"groups.json: 2 of 4 classes have no superclass: \['bus', 'ship'\]"):
         read_superclasses(path, ["car", "bus", "cat", "ship"])
     path.write_text('{"cat": "animal",\n "dog": }')
-    with pytest.raises(DataError, match="groups.json: invalid JSON at line 2 column"):
+    with pytest.raises(DataError, match="groups.json: not valid JSON at line 2 column"):
         read_superclasses(path, ["cat"])
     path.write_text('["cat", "animal"]')
     with pytest.raises(DataError, match="expected a JSON object"):

@@ -131,15 +131,26 @@ def test_suite_writes_one_json_and_markdown_and_records_failures(setup, tmp_path
         f"  - {{task: granularity, data: {data.zeroshot_dir}, superclasses: {data.superclasses}}}\n"
         f"  - {{task: zeroshot, data: {tmp_path / 'missing'}, name: zeroshot/missing}}\n"
     )
-    output = run(["eval", "suite", "--config", str(config), "--checkpoint", str(checkpoint)], capsys)
-    results = json.loads((checkpoint.parent / "eval.json").read_text())
+    command = ["eval", "suite", "--config", str(config), "--checkpoint", str(checkpoint)]
+    output = run(command, capsys)
+    results = json.loads((checkpoint.parent / "eval-eval.json").read_text())  # named after the suite file
     assert results["model"] == "cyclip-vit-tiny"
     assert set(results["tasks"]) == {"zeroshot/digits", "granularity/zeroshot", "zeroshot/missing"}
     assert (
         "error" in results["tasks"]["zeroshot/missing"] and "missing" in results["tasks"]["zeroshot/missing"]["error"]
     )
     assert results["tasks"]["granularity/zeroshot"]["metrics"]["coarse_top1"] >= 0
-    assert (checkpoint.parent / "eval.md").is_file() and "zeroshot/digits" in output
+    assert (checkpoint.parent / "eval-eval.md").is_file() and "zeroshot/digits" in output
+
+    assert main(command) == 2  # never replaces results silently, and says so before evaluating
+    assert capsys.readouterr().err == (
+        f"cyclip: error: {checkpoint.parent / 'eval-eval.json'}: exists; pass --overwrite to replace it, "
+        "or --output another file\n"
+    )
+    (checkpoint.parent / "eval-eval.json").unlink()
+    assert main(command) == 2 and "eval-eval.md: exists" in capsys.readouterr().err
+    run([*command, "--overwrite"], capsys)
+    assert json.loads((checkpoint.parent / "eval-eval.json").read_text())["tasks"].keys() == results["tasks"].keys()
 
 
 def test_bad_suite_config_is_one_line(tmp_path, capsys):
@@ -148,3 +159,68 @@ def test_bad_suite_config_is_one_line(tmp_path, capsys):
     assert main(["eval", "suite", "--config", str(config), "--checkpoint", "x.pt"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "unknown key(s) dataa" in error
+
+
+def test_every_registered_task_is_a_command_and_part_of_the_demo(tmp_path):
+    from cyclip.cli import build_parser
+    from cyclip.demo import evaluation_tasks
+    from cyclip.evaluation.tasks import TASKS
+
+    parser = build_parser()
+    for name, task in TASKS.items():
+        required = [argument for option in task.required for argument in ("--" + option.replace("_", "-"), "x")]
+        args = parser.parse_args(["eval", name, "--embeddings", "e.npz", *required])
+        assert args.task == name and args.handler.__name__ == "_run_task"
+    specs = evaluation_tasks(write_digits_demo(tmp_path / "data", seed=0))
+    assert [spec.task for spec in specs] == list(TASKS)
+    assert {spec.label for spec in specs} >= {"zeroshot/digits", "linear-probe/digits", "consistency/digits"}
+
+
+def test_suite_flags_override_the_file_which_overrides_the_defaults():
+    from cyclip.cli import build_parser
+    from cyclip.cli.evaluate import _settings
+    from cyclip.evaluation.settings import EvalConfig
+
+    file_values = {"device": "cpu", "batch_size": 9, "workers": 0}
+    given = build_parser().parse_args(["eval", "suite", "--config", "s.yaml", "--batch-size", "7", "--device", "cuda"])
+    assert _settings(given, file_values) == EvalConfig(device="cuda", batch_size=7, workers=0)
+    plain = build_parser().parse_args(["eval", "suite", "--config", "s.yaml"])
+    assert _settings(plain, {"workers": 0}) == EvalConfig(device="auto", batch_size=256, workers=0)
+    assert _settings(plain) == EvalConfig()
+
+
+def test_bad_run_settings_in_a_suite_file_are_one_line(tmp_path, capsys):
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"batch_size: many\ntasks:\n  - {{task: zeroshot, data: {tmp_path}}}\n")
+    assert main(["eval", "suite", "--config", str(config), "--checkpoint", "x.pt"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "eval.yaml: batch_size must be an integer of at least 1, got 'many'" in error
+
+
+def test_few_shot_seed_chooses_the_draws(tmp_path, monkeypatch):
+    from cyclip.cli import build_parser
+    from cyclip.cli.evaluate import _spec
+    from cyclip.evaluation import tasks
+    from cyclip.evaluation.embeddings_file import save_embeddings
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat(16)
+    save_embeddings(tmp_path / "e.npz", image_embeddings=torch.randn(48, 4, generator=generator), labels=labels)
+    seen = []
+
+    def record(train_x, train_y, test_x, test_y, seeds, **options):
+        seen.append(list(seeds))
+        return {"shots": {1: {"mean": 0.5, "std": 0.0}}}
+
+    monkeypatch.setattr(tasks, "few_shot_probe", record)
+    command = [
+        "eval",
+        "few-shot",
+        "--embeddings",
+        str(tmp_path / "e.npz"),
+        "--train-embeddings",
+        str(tmp_path / "e.npz"),
+    ]
+    for extra, seeds in (([], [0, 1, 2]), (["--seed", "5"], [5, 6, 7])):
+        assert tasks.run_task(_spec(build_parser().parse_args([*command, *extra]))) == {"1": {"mean": 0.5, "std": 0.0}}
+        assert seen.pop() == seeds

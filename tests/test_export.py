@@ -339,3 +339,17 @@ def test_cli_export_prints_how_to_load(exported, tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith(f"cyclip: error: {target}: folder exists and is not empty") and error.count("\n") == 1
     assert main(["export", "--checkpoint", str(checkpoint), "--output", str(target), "--overwrite"]) == 0
+
+
+def test_exported_files_get_the_mode_of_any_file_the_user_creates(exported, tmp_path):
+    """The weights, config and README are as readable as the checkpoint beside them (the umask's mode), not
+    the 0600 of a temporary file."""
+    *_, checkpoint, folder = exported
+    (tmp_path / "plain.txt").write_text("x")
+    (tmp_path / "plain").mkdir()
+    file_mode, folder_mode = ((tmp_path / name).stat().st_mode & 0o777 for name in ("plain.txt", "plain"))
+    assert {path.name: path.stat().st_mode & 0o777 for path in folder.iterdir()} == dict.fromkeys(
+        EXPORT_FILES, file_mode
+    )
+    assert folder.stat().st_mode & 0o777 == folder_mode
+    assert checkpoint.stat().st_mode & 0o777 == file_mode

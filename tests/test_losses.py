@@ -1,16 +1,14 @@
 import open_clip.loss
+import open_clip_train.main
 import pytest
 import torch
-from reference import direct_inmodal_contrastive, direct_objective, random_features
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from cyclip.losses import clip_loss, cyclic_regularizers, cyclip_loss
+import cyclip.models  # noqa: F401  (registers the bundled model configs with open_clip)
+from cyclip.losses import CyclipLoss, CyclipSigLipLoss, clip_loss, cyclic_regularizers, cyclip_loss, siglip_loss
+from tests.helpers.loss_checks import LargestTensor, relative_error
+from tests.helpers.reference import direct_inmodal_contrastive, direct_objective, random_features
 
 LAMBDA_IN, LAMBDA_CROSS = 0.25, 0.25
-
-
-def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
-    return ((value.double() - reference).abs().max() / reference.abs().max()).item()
 
 
 def total_and_grads(images, texts, logit_scale, objective):
@@ -119,17 +117,6 @@ def test_bf16_autocast_inputs_give_float32_accurate_regularizers():
 
 def test_regularizers_never_build_a_batch_by_batch_tensor():
     batch, dim = 512, 16
-
-    class LargestTensor(TorchDispatchMode):
-        largest = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for tensor in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(tensor, torch.Tensor):
-                    self.largest = max(self.largest, tensor.numel())
-            return out
-
     images, texts = random_features(batch, dim, seed=7)
     images.requires_grad_()
     texts.requires_grad_()
@@ -200,3 +187,79 @@ def test_augmented_views_of_another_shape_are_refused():
     with pytest.raises(ValueError, match=r"one augmented view per pair") as raised:
         cyclip_loss(images, texts, 1.0, 0.25, 0.25, augmented_images, augmented_texts)
     assert "(3, 8)" in str(raised.value) and "(4, 8)" in str(raised.value)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_cyclip_loss_module_takes_the_exponentiated_scale_and_equals_the_functional_api(chunk_size):
+    images, texts = (x.double() for x in random_features(37, 16, seed=8, gap=0.5))
+    log_scale = torch.tensor(2.3, dtype=torch.float64)
+    module = CyclipLoss(lambda_inmodal=0.25, lambda_crossmodal=0.5, chunk_size=chunk_size)
+    ours, *ours_grads = total_and_grads(images, texts, log_scale, lambda i, t, s: module(i, t, s.exp()))
+    functional, *functional_grads = total_and_grads(
+        images, texts, log_scale, lambda i, t, s: cyclip_loss(i, t, s, 0.25, 0.5, chunk_size=chunk_size).total
+    )
+    torch.testing.assert_close(ours, functional, rtol=1e-14, atol=0)
+    for grad, functional_grad in zip(ours_grads, functional_grads, strict=True):
+        torch.testing.assert_close(grad, functional_grad, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 48])
+def test_cyclip_loss_module_with_zero_lambdas_equals_open_clip_clip_loss(chunk_size):
+    images, texts = random_features(128, 32, seed=9)
+    log_scale = torch.tensor(2.659)
+    module = CyclipLoss(lambda_inmodal=0.0, lambda_crossmodal=0.0, chunk_size=chunk_size)
+    ours, *ours_grads = total_and_grads(images, texts, log_scale, lambda i, t, s: module(i, t, s.exp()))
+    theirs, *their_grads = total_and_grads(
+        images, texts, log_scale, lambda i, t, s: open_clip.loss.ClipLoss()(i, t, s.exp())
+    )
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+    for grad, their_grad in zip(ours_grads, their_grads, strict=True):  # two float32 computations
+        assert relative_error(grad, their_grad.double()) <= 1e-5
+
+
+def test_modules_take_an_open_clip_models_output_dict_as_open_clip_train_calls_them():
+    """open_clip_train calls loss(**model_out, output_dict=True) and sums the values: the sum is the total."""
+    torch.manual_seed(0)
+    for loss, init_logit_bias in ((CyclipLoss(), None), (CyclipSigLipLoss(lambda_inmodal=0.5), -10.0)):
+        model = open_clip.create_model("cyclip-vit-tiny", init_logit_bias=init_logit_bias, output_dict=True)
+        model_out = model(torch.randn(4, 3, 32, 32), torch.randint(1, 100, (4, 32)))
+        losses = loss(**model_out, output_dict=True)
+        assert set(losses) == {"contrastive_loss", "inmodal_cyclic_loss", "crossmodal_cyclic_loss"}
+        total = loss(**model_out)
+        torch.testing.assert_close(sum(losses.values()), total, rtol=1e-6, atol=0)
+        log_scale, features = model.logit_scale, (model_out["image_features"], model_out["text_features"])
+        if init_logit_bias is None:
+            expected = cyclip_loss(*features, log_scale, 0.25, 0.25).total  # CyclipLoss(): the paper's lambdas
+        else:
+            expected = siglip_loss(*features, log_scale, model.logit_bias) + sum(
+                lam * reg for lam, reg in zip((0.5, 0.25), cyclic_regularizers(*features), strict=True)
+            )
+        torch.testing.assert_close(total, expected, rtol=1e-6, atol=0)
+        total.backward()
+        assert model.logit_scale.grad is not None
+
+
+def test_the_two_scale_conventions_cannot_be_swapped():
+    images, texts = random_features(8, 4)
+    log_scale = torch.nn.Parameter(torch.tensor(2.659))
+    with pytest.raises(ValueError, match="LOG of the inverse temperature"):
+        cyclip_loss(images, texts, log_scale.exp(), 0.25, 0.25)
+    with pytest.raises(ValueError, match="EXPONENTIATED"):
+        CyclipLoss()(images, texts, log_scale)
+
+
+def test_cyclip_loss_module_refuses_a_siglip_model_output():
+    images, texts = random_features(8, 4)
+    with pytest.raises(ValueError, match="CyclipSigLipLoss"):
+        CyclipLoss()(images, texts, torch.tensor(10.0), logit_bias=torch.tensor(-10.0))
+
+
+def test_modules_refuse_a_bad_chunk_size_when_built():
+    with pytest.raises(ValueError, match="chunk_size must be"):
+        CyclipLoss(chunk_size=-3)
+
+
+def test_open_clip_train_looks_its_loss_up_where_the_readme_launcher_replaces_it():
+    """The README's launcher sets open_clip_train.main.create_loss; main() must read that global at run time."""
+    assert callable(open_clip_train.main.create_loss)
+    assert "create_loss" in open_clip_train.main.main.__code__.co_names

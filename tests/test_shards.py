@@ -20,9 +20,9 @@ from PIL import Image, ImageOps
 from sklearn.datasets import load_digits
 
 from cyclip.data.batch import PairBatch
-from cyclip.data.images import BadSampleError, DataError
 from cyclip.data.seeding import sample_seed
 from cyclip.data.shards import ShardBatches, count_samples, expand_urls
+from cyclip.errors import BadSampleError, DataError
 
 SHARD_SIZES = (7, 5, 6, 4, 8, 5)  # shards 0, 2, 4 hold JPEGs, shards 1, 3, 5 PNGs
 CORRUPT_JPG = (2, 3)  # (shard, index in shard): image bytes that are no JPEG

@@ -21,8 +21,9 @@ from cyclip.checkpoints import read_checkpoint
 from cyclip.cli import build_parser, main
 from cyclip.cli.train import train_config_from_args
 from cyclip.config import TrainConfig
-from cyclip.data import read_labelled_folder, write_digits_demo
+from cyclip.data import write_digits_demo
 from cyclip.data.batch import PairBatch
+from cyclip.evaluation.datasets.labelled import read_labelled_folder
 from cyclip.models import load_checkpoint
 from cyclip.train import Trainer
 
@@ -39,6 +40,7 @@ def digits(tmp_path_factory):
     return data, small
 
 
+@pytest.mark.slow
 def test_train_then_zeroshot_from_the_command_line(digits, tmp_path, capsys):
     data, small = digits
     run = tmp_path / "run"
@@ -97,6 +99,7 @@ def test_train_then_zeroshot_from_the_command_line(digits, tmp_path, capsys):
         assert metrics[f"top{k}"] == pytest.approx((ranks < k).double().mean().item(), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_loss_goes_down_on_a_learnable_problem(digits, tmp_path):
     data, _ = digits
     config = TrainConfig(
@@ -141,6 +144,7 @@ def _max_weight_difference(path_a: Path, path_b: Path) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_with_the_same_weights(digits, tmp_path):
     data, small = digits
     base = [
@@ -168,7 +172,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights(digits, tmp_path):
         [*base, "--output", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
-    while not (killed / "epoch_1.pt").exists():
+    while not (killed / "latest.pt").exists():  # linked once epoch_1.pt is complete: the first resumable state
         assert process.poll() is None and time.monotonic() < deadline, "run ended before its first checkpoint"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
@@ -256,6 +260,7 @@ def test_bad_sample_can_stop_the_run(digits, tmp_path, capsys):
     assert "with_bad.csv" in error and "line 2" in error
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(digits, tmp_path, monkeypatch):
     data, small = digits
     import cyclip.objective as objective_module
@@ -285,6 +290,7 @@ def test_load_checkpoint_is_the_package_level_api():
     assert cyclip.load_checkpoint is cyclip.models.load_checkpoint
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_accumulation_train_with_float32_weights(digits, tmp_path):
     _, small = digits
     config = TrainConfig(
@@ -355,6 +361,7 @@ def test_gradient_checkpointing_gives_the_same_gradient(digits, tmp_path):
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
+@pytest.mark.slow
 def test_inmodal_training_runs_end_to_end_and_is_repeatable(digits, tmp_path):
     _, small = digits
     args = ["train", "--train-data", str(small), "--epochs", "1", *FAST, "--inmodal", "--lambda-inmodal", "0.25"]

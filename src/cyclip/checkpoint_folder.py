@@ -54,10 +54,14 @@ class CheckpointFolder:
         return number if match.group(1) == "step" else number * self.steps_per_epoch
 
     def checkpoints(self) -> list[Path]:
-        """The epoch_N.pt and step_N.pt files, newest first (an epoch checkpoint before a step one of the
-        same step: it was written later, after validation)."""
-        found = [path for path in self.path.glob("*.pt") if self.step_of(path) is not None]
-        return sorted(found, key=lambda path: (self.step_of(path), path.name.startswith("epoch")), reverse=True)
+        """The epoch_N.pt and step_N.pt files, newest first."""
+        return [path for _, path in self._by_step()]
+
+    def _by_step(self) -> list[tuple[int, Path]]:
+        """(step, file) of each checkpoint, newest first (an epoch checkpoint before a step one of the same
+        step: it was written later, after validation)."""
+        found = [(step, path) for path in self.path.glob("*.pt") if (step := self.step_of(path)) is not None]
+        return sorted(found, key=lambda item: (item[0], item[1].name.startswith("epoch")), reverse=True)
 
     def has_checkpoint(self) -> bool:
         return (self.path / LATEST).is_file() or bool(self.checkpoints())
@@ -95,8 +99,8 @@ class CheckpointFolder:
         (of a run continued from an earlier one) are left to be overwritten."""
         candidates = [
             path
-            for path in self.checkpoints()
-            if self.step_of(path) <= step and not (keep_epochs and path.name.startswith("epoch"))
+            for written, path in self._by_step()
+            if written <= step and not (keep_epochs and path.name.startswith("epoch"))
         ]
         removed = [path for path in candidates[keep_last:] if path != self.last]
         for path in removed:

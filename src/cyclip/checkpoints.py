@@ -1,55 +1,36 @@
 """Checkpoint files: atomic writes, and reads that can never run code stored in the file.
 
-A crash or a full disk mid-save must not destroy the last good checkpoint, so `save_checkpoint` writes a
-temporary file next to the target and renames it over the target only once it is complete on disk.
+A crash or a full disk mid-save must not destroy the last good checkpoint, so `save_checkpoint` writes
+through `cyclip.files.write_atomically`: the target is replaced only once the new file is complete on disk.
 `read_checkpoint` uses `torch.load(weights_only=True)`: a pickle that would need to import or call anything
 beyond tensors and plain containers is refused before any of it runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import shutil
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cyclip.files import write_atomically
+from cyclip.provenance import provenance
+
 __all__ = ["read_checkpoint", "replace_with_link", "save_checkpoint"]
 
 
-def _current_umask() -> int:
-    """The process umask (os.umask can only be read by setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import: NamedTemporaryFile creates files 0600, and a finished checkpoint should get the
-# permissions any other file the user writes would get.
-_UMASK = _current_umask()
-
-
 def save_checkpoint(payload: dict, path: str | os.PathLike) -> None:
-    """Write `payload` with `torch.save` so that `path` holds either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with tmp:
-            torch.save(payload, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp.name, 0o666 & ~_UMASK)
-        os.replace(tmp.name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp.name)
-        raise
-    fsync_path(path.parent)
+    """Write `payload` with `torch.save` so that `path` holds either the old file or the complete new one.
+
+    A `provenance` entry (versions, git commit, command line: strings, readable weights-only) is added unless
+    the payload has one.
+    """
+    payload = {**payload, "provenance": payload.get("provenance") or provenance()}
+    write_atomically(path, lambda file: torch.save(payload, file))
 
 
 def replace_with_link(source: Path, target: Path) -> None:
@@ -67,22 +48,18 @@ def replace_with_link(source: Path, target: Path) -> None:
     os.replace(temporary, target)
 
 
-def fsync_path(path: Path) -> None:
-    """Flush a file, or a folder's entries (making a rename durable), to disk (POSIX); a no-op where folders
-    cannot be opened (Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict with `weights_only=True`; refuse (ValueError) anything that would need more."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found; pass the path of an existing .pt file")
+    if _is_torchscript_archive(path):
+        raise ValueError(
+            f"{path}: refused to load: a TorchScript archive (the format of OpenAI's original CLIP releases), which "
+            "torch loads only together with the code it holds; take the same weights as a state dict from open_clip "
+            "(e.g. `hf download timm/vit_base_patch32_clip_224.openai open_clip_pytorch_model.bin` for ViT-B/32), or "
+            "convert a file you trust once with torch.jit.load(...).state_dict() and torch.save"
+        )
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -101,6 +78,14 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: holds a {type(checkpoint).__name__}, expected a dict of weights")
     return checkpoint
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """Whether `path` is a zip archive holding TorchScript code (a `constants.pkl` entry), as torch.jit.save writes."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
 
 
 def _unpickling_reason(error: pickle.UnpicklingError) -> str:

@@ -19,11 +19,31 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from cyclip.files import read_yaml_mapping, write_text_atomically
+from cyclip.provenance import provenance
+
+LOSSES = ("clip", "siglip")
 PRECISIONS = ("fp32", "bf16", "fp16")
+# OpenCLIP's names for our autocast modes (float32 weights, the forward pass autocast; fp16 with a gradient scaler).
+PRECISION_ALIASES = {"amp": "fp16", "amp_bf16": "bf16", "amp_bfloat16": "bf16"}
+# OpenCLIP's low-precision-weight modes, and why cyclip does not train that way.
+REFUSED_PRECISIONS = {
+    name: f"OpenCLIP's {name} stores the weights themselves in {name[5:]}; cyclip keeps float32 weights (AdamW steps "
+    f"smaller than {name[5:]}'s resolution would be lost) and autocasts the forward pass: use --precision "
+    f"{name[5:]} (OpenCLIP's amp{'_bf16' if name.endswith('bf16') else ''})"
+    for name in ("pure_bf16", "pure_fp16")
+}
 BAD_SAMPLE_POLICIES = ("skip", "error")
 DATASET_TYPES = ("auto", "csv", "webdataset")
 IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment", "none")
 PREEMPT_SIGNALS = ("USR1", "USR2", "HUP", "QUIT")
+# Options that refine a tower lock, and the lock each needs.
+LOCK_DETAILS = {
+    "lock_image_unlocked_groups": "lock_image",
+    "lock_image_freeze_bn_stats": "lock_image",
+    "lock_text_unlocked_layers": "lock_text",
+}
+PROVENANCE_KEY = "provenance"  # in a run's config.yaml: where the run came from, not an option
 
 
 class ConfigError(ValueError):
@@ -169,11 +189,11 @@ class CheckedConfig:
     Option when the config is created."""
 
     def __post_init__(self) -> None:
-        for described in option_fields(type(self)):
+        for described in option_fields(type(self)):  # type: ignore[arg-type]  # a class is hashable
             setattr(self, described.name, described.check(getattr(self, described.name)))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
 
 
 @dataclass
@@ -227,6 +247,26 @@ class TrainConfig(CheckedConfig):
         "weights to start from: a local open_clip/OpenAI checkpoint, state dict, safetensors file or exported "
         "model folder",
     )
+    lock_image: bool = option(
+        False,
+        "freeze the image tower, as OpenCLIP's LiT option does (its parameters are left out of the optimizer)",
+    )
+    lock_image_unlocked_groups: int = option(
+        0,
+        "with --lock-image: layer groups at the end of the image tower that stay trainable (ViT: 1 = the "
+        "projection, 2 = also the last block, ...; a ResNet tower locks whole)",
+        minimum=0,
+    )
+    lock_image_freeze_bn_stats: bool = option(
+        False, "with --lock-image: also keep the BatchNorm running statistics of the image tower fixed"
+    )
+    lock_text: bool = option(False, "freeze the text tower (its parameters are left out of the optimizer)")
+    lock_text_unlocked_layers: int = option(
+        0,
+        "with --lock-text: layer groups at the end of the text tower that stay trainable (1 = the projection, "
+        "2 = also the last block and final LayerNorm, ...)",
+        minimum=0,
+    )
     lambda_inmodal: float = option(
         0.0,
         "weight of the in-modal cyclic regularizer (0 = CLIP; CyCLIP uses 0.25)",
@@ -238,6 +278,19 @@ class TrainConfig(CheckedConfig):
         "weight of the cross-modal cyclic regularizer (0 = CLIP; CyCLIP uses 0.25)",
         minimum=0,
         aliases=("--cylambda2",),
+    )
+    loss: str = option(
+        "clip",
+        "the contrastive term: clip (softmax cross-entropy over the global batch, as CLIP and CyCLIP) or siglip "
+        "(SigLIP's sigmoid loss, with a learnable bias); the cyclic regularizers add to either",
+        choices=LOSSES,
+    )
+    loss_chunk_size: int | None = option(
+        None,
+        "tile edge of the contrastive loss: N computes it in N x N tiles of logits (memory O(batch x dim) instead "
+        "of O(batch^2), exact); 0 always uses the dense N x N matrix",
+        minimum=0,
+        default_help="auto: dense below the batch size where tiling was measured to be as fast, tiled above",
     )
     epochs: int = option(10, "number of passes over the training data", minimum=1)
     batch_size: int = option(
@@ -259,7 +312,12 @@ class TrainConfig(CheckedConfig):
     grad_checkpointing: bool = option(
         False, "recompute activations in the backward pass: less memory, larger batches, one more forward pass"
     )
-    precision: str = option("fp32", "fp32, or autocast with bf16 / fp16", choices=PRECISIONS)
+    precision: str = option(
+        "fp32",
+        "fp32, or float32 weights with the forward pass autocast to bf16 / fp16 (fp16 with a gradient scaler); "
+        "OpenCLIP's amp and amp_bf16 are accepted for fp16 and bf16",
+        choices=PRECISIONS,
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps; auto = cuda when available")
     workers: int = option(2, "data-loading processes", minimum=0)
     seed: int = option(0, "seed for initialisation, data order and augmentation", minimum=0, maximum=2**32 - 1)
@@ -295,11 +353,27 @@ class TrainConfig(CheckedConfig):
     )
     log_every: int = option(10, "steps between metric logs", minimum=1)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.precision, str):  # anything else is refused by the field's own check
+            if self.precision in REFUSED_PRECISIONS:
+                raise ConfigError("precision", REFUSED_PRECISIONS[self.precision])
+            self.precision = PRECISION_ALIASES.get(self.precision, self.precision)
+        super().__post_init__()
+        for name, needs in LOCK_DETAILS.items():
+            if getattr(self, name) and not getattr(self, needs):
+                raise ConfigError(name, f"only applies to a locked tower; add --{needs.replace('_', '-')} or drop it")
+        if self.loss == "siglip" and self.inmodal:
+            raise ConfigError(
+                "inmodal",
+                "the in-modal mode's terms are softmax cross-entropies against each sample's augmented view; "
+                "it is not defined for --loss siglip (use --loss clip, or drop --inmodal)",
+            )
+
     def save_yaml(self, path: str | Path) -> None:
-        """The run's settings, without `resume`: the file starts this run again, or continues it with
-        `--resume latest` (which reads it)."""
-        settings = {**self.to_dict(), "resume": None}
-        Path(path).write_text(yaml.safe_dump(settings, sort_keys=False))
+        """The options (never `resume`: the file starts this run again, and `--resume latest` reads it), then
+        under `provenance:` the versions and command that made the run (`--config` skips it)."""
+        values = {**self.to_dict(), "resume": None, PROVENANCE_KEY: provenance()}
+        write_text_atomically(path, yaml.safe_dump(values, sort_keys=False))
 
 
 def _train_option(name: str) -> Any:
@@ -318,25 +392,18 @@ class DemoConfig(CheckedConfig):
     device: str = _train_option("device")
     workers: int = option(0, "data-loading processes (0: the small demo loads fastest in the main process)", minimum=0)
     seed: int = _train_option("seed")
-
-
-def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """A YAML file holding a mapping (parsed safely: plain data only); one clear error otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} not found")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML ({error.__class__.__name__}: {error})".replace("\n", " ")) from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
-    return values
+    shift: bool = option(
+        False,
+        "robustness demo: train on handwritten digits with seeds SEED, SEED+1, SEED+2, test zero-shot on held-out "
+        "handwritten and on typeset digits, report mean ± std",
+    )
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config into a dict of known TrainConfig fields; unknown keys are an error."""
+    """Read a YAML config into a dict of known TrainConfig fields; unknown keys are an error. The `provenance:`
+    record of a run's config.yaml is not an option and is left out, so a run's config starts another."""
     values = read_yaml_mapping(path, "config file")
+    values.pop(PROVENANCE_KEY, None)
     known = {item.name for item in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -22,8 +22,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cyclip.config import TrainConfig  # noqa: E402
 from cyclip.data import DigitsDemoData, write_digits_demo  # noqa: E402
-from cyclip.evaluation.report import compare_runs  # noqa: E402
-from cyclip.evaluation.tasks import Encoder, TaskSpec, run_suite  # noqa: E402
+from cyclip.evaluation.encoder import Encoder  # noqa: E402
+from cyclip.evaluation.figures import run_colours  # noqa: E402
+from cyclip.evaluation.report import compare_runs, write_results  # noqa: E402
+from cyclip.evaluation.settings import EvalConfig  # noqa: E402
+from cyclip.evaluation.tasks import RETRIEVAL, TASKS, TaskSpec, run_suite  # noqa: E402
 from cyclip.models import load_checkpoint  # noqa: E402
 from cyclip.objective import TERM_NAMES  # noqa: E402
 from cyclip.runtime import resolve_device  # noqa: E402
@@ -47,26 +50,9 @@ def run_demo(output: Path, *, model: str, epochs: int, device: str, workers: int
     results: dict[str, Any] = {}
     for name, (lambda_inmodal, lambda_crossmodal) in RUNS.items():
         log.info("training %s (lambda_inmodal=%g, lambda_crossmodal=%g)", name, lambda_inmodal, lambda_crossmodal)
-        config = TrainConfig(
-            train_data=str(data.train_csv),
-            val_data=str(data.val_csv),
-            zeroshot_data=str(data.zeroshot_dir),
-            model=model,
-            lambda_inmodal=lambda_inmodal,
-            lambda_crossmodal=lambda_crossmodal,
-            epochs=epochs,
-            batch_size=64,
-            lr=1e-3,
-            wd=0.1,
-            warmup=50,
-            workers=workers,
-            seed=seed,
-            device=device,
-            output=str(output / name.lower()),
-            log_every=5,
-        )
+        config = demo_train_config(data, name, output / name.lower(), model, epochs, device, workers, seed)
         run = train(config)
-        evaluation = _evaluate(run.checkpoint, model, data, device, workers)
+        evaluation = evaluate_checkpoint(run.checkpoint, model, evaluation_tasks(data), device, workers)
         results[name] = {"eval": evaluation, "history": run.history, "output": str(run.output)}
     summary = {"model": model, "epochs": epochs, "seed": seed, "runs": results}
     (output / "results.json").write_text(json.dumps(summary, indent=2))
@@ -96,43 +82,69 @@ def claim_output(output: Path) -> None:
     (output / DEMO_MARKER).write_text("This folder was made by `cyclip demo`, which may replace its contents.\n")
 
 
+def demo_train_config(
+    data: DigitsDemoData, name: str, output: Path, model: str, epochs: int, device: str, workers: int, seed: int
+) -> TrainConfig:
+    """The demo's training run of model `name` (a key of RUNS) on the digits."""
+    lambda_inmodal, lambda_crossmodal = RUNS[name]
+    return TrainConfig(
+        train_data=str(data.train_csv),
+        val_data=str(data.val_csv),
+        zeroshot_data=str(data.zeroshot_dir),
+        model=model,
+        lambda_inmodal=lambda_inmodal,
+        lambda_crossmodal=lambda_crossmodal,
+        epochs=epochs,
+        batch_size=64,
+        lr=1e-3,
+        wd=0.1,
+        warmup=50,
+        workers=workers,
+        seed=seed,
+        device=device,
+        output=str(output),
+        log_every=5,
+    )
+
+
 def evaluation_tasks(data: DigitsDemoData) -> list[TaskSpec]:
-    """The suite the demo runs on each model: every task, on the held-out digits and their captions."""
+    """The suite the demo runs on each model: every registered task, on the held-out digits (retrieval on the
+    held-out image-caption pairs; the probes train on their own split; parity groups the digits)."""
     heldout = str(data.zeroshot_dir)
-    return [
-        TaskSpec("zeroshot", heldout, name="zeroshot/digits"),
-        TaskSpec("linear-probe", heldout, train_data=str(data.probe_train_dir), name="linear-probe/digits"),
-        TaskSpec("few-shot", heldout, train_data=str(data.probe_train_dir), name="few-shot/digits"),
-        TaskSpec("retrieval", str(data.val_csv), name="retrieval/digits"),
-        TaskSpec("consistency", heldout, name="consistency/digits"),
-        TaskSpec("geometry", heldout, name="geometry/digits"),
-        TaskSpec("granularity", heldout, superclasses=str(data.superclasses), name="granularity/digits-parity"),
-    ]
+    options = {"train_data": str(data.probe_train_dir), "superclasses": str(data.superclasses)}
+    specs = []
+    for task in TASKS.values():
+        given: dict[str, Any] = {option: value for option, value in options.items() if option in task.options}
+        label = f"{task.name}/digits" + ("-parity" if "superclasses" in given else "")
+        source = str(data.val_csv) if task.dataset == RETRIEVAL else heldout
+        specs.append(TaskSpec(task.name, source, name=label, **given))
+    return specs
 
 
-def _evaluate(checkpoint: Path, model_name: str, data: DigitsDemoData, device: str, workers: int) -> dict[str, Any]:
+def evaluate_checkpoint(
+    checkpoint: Path, model_name: str, tasks: list[TaskSpec], device: str, workers: int
+) -> dict[str, Any]:
     """The suite's results, also written as eval.json / eval.md beside the checkpoint (as `cyclip eval suite`)."""
-    from cyclip.evaluation.report import markdown_table
-
-    torch_device = resolve_device(device)
+    settings = EvalConfig(device=device, workers=workers)
+    torch_device = resolve_device(settings.device)
     model, preprocess, tokenizer = load_checkpoint(checkpoint, device=torch_device)
-    encoder = Encoder(model, preprocess, tokenizer, torch_device, workers=workers, progress=False)
-    results = {"checkpoint": str(checkpoint), "model": model_name, "tasks": run_suite(evaluation_tasks(data), encoder)}
-    (checkpoint.parent / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-    (checkpoint.parent / "eval.md").write_text(markdown_table(results) + "\n")
+    encoder = Encoder(model, preprocess, tokenizer, torch_device, settings.batch_size, settings.workers, progress=False)
+    results = run_suite(tasks, encoder, checkpoint, model_name)
+    write_results(results, checkpoint.parent / "eval.json")
     return results
 
 
-def _metric(task: str, name: str) -> Callable[[dict[str, Any]], float]:
+def _metric_getter(task: str, name: str) -> Callable[[dict[str, Any]], float]:
+    """A function reading one metric of one task from a demo run's results."""
     return lambda run: run["eval"]["tasks"][task]["metrics"][name]
 
 
-ROWS = [
-    ("zero-shot top-1, held-out digits (%)", lambda r: 100 * _metric("zeroshot/digits", "top1")(r), "{:.1f}"),
-    ("linear probe, held-out digits (%)", lambda r: 100 * _metric("linear-probe/digits", "score")(r), "{:.1f}"),
-    ("in-modal gap, held-out pairs", _metric("consistency/digits", "inmodal_gap"), "{:.4f}"),
-    ("cross-modal gap, held-out pairs", _metric("consistency/digits", "crossmodal_gap"), "{:.4f}"),
-    ("consistency@1, held-out pairs (%)", lambda r: 100 * _metric("consistency/digits", "consistency@1")(r), "{:.1f}"),
+ROWS = [  # label, value, format: fractions in [0, 1] like every other output
+    ("zero-shot top-1, held-out digits ↑", _metric_getter("zeroshot/digits", "top1"), "{:.4f}"),
+    ("linear probe, held-out digits ↑", _metric_getter("linear-probe/digits", "score"), "{:.4f}"),
+    ("in-modal gap, held-out pairs ↓", _metric_getter("consistency/digits", "inmodal_gap"), "{:.4f}"),
+    ("cross-modal gap, held-out pairs ↓", _metric_getter("consistency/digits", "crossmodal_gap"), "{:.4f}"),
+    ("consistency@1, held-out pairs ↑", _metric_getter("consistency/digits", "consistency@1"), "{:.4f}"),
     ("final train contrastive loss", lambda r: r["history"][-1]["train"][TERM_NAMES.contrastive], "{:.4f}"),
     ("final val contrastive loss", lambda r: r["history"][-1]["val"][TERM_NAMES.contrastive], "{:.4f}"),
     ("final val in-modal regularizer", lambda r: r["history"][-1]["val"][TERM_NAMES.inmodal_cyclic], "{:.4f}"),
@@ -154,28 +166,32 @@ def _read_metrics(run_output: str) -> list[dict[str, Any]]:
 
 
 def _plot_curves(results: dict[str, Any], path: Path) -> None:
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    """Losses, regularizers and zero-shot accuracy during training, each run in its colour of the comparison
+    figures (training solid, validation dashed)."""
+    colours = run_colours(list(results))
+    contrastive, inmodal, crossmodal = TERM_NAMES.contrastive, TERM_NAMES.inmodal_cyclic, TERM_NAMES.crossmodal_cyclic
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5), layout="constrained")
     for name, result in results.items():
         metrics = _read_metrics(result["output"])
         train = [m for m in metrics if m["split"] == "train"]
         val = [m for m in metrics if m["split"] == "val"]
         zeroshot = [m for m in metrics if m["split"] == "zeroshot"]
-        contrastive, inmodal, crossmodal = (
-            TERM_NAMES.contrastive,
-            TERM_NAMES.inmodal_cyclic,
-            TERM_NAMES.crossmodal_cyclic,
+        colour = colours[name]
+        axes[0].plot([m["epoch"] for m in train], [m[contrastive] for m in train], color=colour, label=f"{name} train")
+        axes[0].plot([m["epoch"] for m in val], [m[contrastive] for m in val], "o--", color=colour, label=f"{name} val")
+        axes[1].plot([m["epoch"] for m in val], [m[inmodal] for m in val], "o-", color=colour, label=f"{name} in-modal")
+        axes[1].plot(
+            [m["epoch"] for m in val], [m[crossmodal] for m in val], "s--", color=colour, label=f"{name} cross-modal"
         )
-        axes[0].plot([m["step"] for m in train], [m[contrastive] for m in train], label=f"{name} train")
-        axes[0].plot([m["step"] for m in val], [m[contrastive] for m in val], "o--", label=f"{name} val")
-        axes[1].plot([m["step"] for m in val], [m[inmodal] for m in val], "o-", label=f"{name} in-modal")
-        axes[1].plot([m["step"] for m in val], [m[crossmodal] for m in val], "s--", label=f"{name} cross-modal")
-        axes[2].plot([m["epoch"] for m in zeroshot], [100 * m["top1"] for m in zeroshot], "o-", label=name)
-    axes[0].set(title="contrastive loss", xlabel="step")
-    axes[1].set(title="cyclic regularizers (validation)", xlabel="step", yscale="log")
-    axes[2].set(title="zero-shot top-1 on held-out digits (%)", xlabel="epoch")
+        axes[2].plot([m["epoch"] for m in zeroshot], [m["top1"] for m in zeroshot], "o-", color=colour, label=name)
+    axes[0].set(title="contrastive loss", xlabel="epoch", ylabel="cross-entropy (nats)")
+    axes[1].set(
+        title="cyclic regularizers (validation)", xlabel="epoch", ylabel="regularizer value (log scale)", yscale="log"
+    )
+    axes[2].set(title="zero-shot top-1", xlabel="epoch", ylabel="accuracy (fraction of images)", ylim=(0, 1.05))
     for axis in axes:
         axis.legend()
         axis.grid(alpha=0.3)
-    figure.tight_layout()
+    figure.suptitle(f"Training on the demo's digits, held-out digits for validation: {' vs '.join(results)}")
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -20,7 +20,9 @@ _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.re
 
 
 _acting_alone = False
-_control_group = None  # a gloo group for the small host-side messages of the training loop (see `any_rank`)
+# The gloo group for the small host-side messages of the training loop (see `any_rank`); None: the default one.
+_control_group: dist.ProcessGroup | None = None
+_control_made = False
 
 
 def is_distributed() -> bool:
@@ -83,8 +85,8 @@ def init_process_group(device: torch.device, timeout_minutes: float = 30.0) -> N
 
 
 def destroy_process_group() -> None:
-    global _control_group
-    _control_group = None
+    global _control_group, _control_made
+    _control_group, _control_made = None, False
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -107,9 +109,12 @@ def _control() -> dist.ProcessGroup | None:
     Decisions the loop takes on the host (stop? save now?) travel through it as CPU tensors, so that
     agreeing on them never waits for the GPU. Every rank must make its first call at the same point.
     """
-    global _control_group
-    if _control_group is None:
-        _control_group = dist.GroupMember.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    global _control_group, _control_made
+    if not _control_made:
+        if dist.get_backend() != "gloo":
+            group = dist.new_group(backend="gloo")
+            _control_group = group if isinstance(group, dist.ProcessGroup) else None
+        _control_made = True
     return _control_group
 
 
@@ -131,15 +136,37 @@ def gather_to_first(value: object) -> list[object] | None:
     return gathered
 
 
+def all_reduce_logsumexp(tensor: torch.Tensor) -> torch.Tensor:
+    """log of the sum over ranks of exp(tensor), elementwise and stable (not differentiable).
+
+    Merges per-rank partial log-sum-exps into global ones; entries that are -inf on every rank stay -inf.
+    """
+    if not is_distributed():
+        return tensor
+    peak = tensor.clone()
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    total = (tensor - peak).exp()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.log() + peak
+
+
+def all_gather(local: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's `local` (equal shapes) along dim 0, without a graph."""
+    if not is_distributed():
+        return local
+    local = local.contiguous()
+    gathered = local.new_empty((world_size() * local.shape[0], *local.shape[1:]))
+    _all_gather_single(gathered, local)
+    return gathered
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward sums every rank's gradient for the local rows."""
 
     @staticmethod
     def forward(ctx, local: torch.Tensor) -> torch.Tensor:
-        local = local.contiguous()
-        gathered = local.new_empty((world_size() * local.shape[0], *local.shape[1:]))
-        _all_gather_single(gathered, local)
-        return gathered
+        return all_gather(local)
 
     @staticmethod
     def backward(ctx, grad_gathered: torch.Tensor) -> torch.Tensor:

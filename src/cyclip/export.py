@@ -20,7 +20,8 @@ import open_clip
 import safetensors.torch
 import torch
 
-from cyclip.checkpoints import fsync_path, read_checkpoint
+from cyclip.checkpoints import read_checkpoint
+from cyclip.files import atomic_path, fsync_path, write_text_atomically
 from cyclip.models import (
     LOCAL_DIR_PREFIX,
     OPEN_CLIP_CONFIG_NAME,
@@ -48,11 +49,10 @@ def export_open_clip(checkpoint: str | os.PathLike, output: str | os.PathLike, o
     tensors = _safetensors_ready(model.state_dict())
 
     def write(folder: Path) -> None:
-        safetensors.torch.save_file(
-            tensors, folder / OPEN_CLIP_WEIGHTS_NAME, metadata={"format": "pt", "model_name": name}
-        )
-        (folder / OPEN_CLIP_CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (folder / "README.md").write_text(_readme(name, checkpoint, payload, output), encoding="utf-8")
+        with atomic_path(folder / OPEN_CLIP_WEIGHTS_NAME) as weights:
+            safetensors.torch.save_file(tensors, weights, metadata={"format": "pt", "model_name": name})
+        write_text_atomically(folder / OPEN_CLIP_CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+        write_text_atomically(folder / "README.md", _readme(name, checkpoint, payload, output))
         save_tokenizer = getattr(tokenizer, "save_pretrained", None)
         if save_tokenizer is not None:  # Hugging Face tokenizers: open_clip reads them from the folder itself
             save_tokenizer(str(folder))
@@ -103,7 +103,10 @@ def _safetensors_ready(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torc
 
 
 def _write_folder_atomically(output: Path, write: Callable[[Path], None]) -> None:
-    """Run `write(folder)` on a fresh folder beside `output`, then rename it to `output` (replacing it)."""
+    """Run `write(folder)` on a fresh folder beside `output`, then rename it to `output` (replacing it).
+
+    Files written by other libraries (a Hugging Face tokenizer's) are flushed to disk here before the rename.
+    """
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.parent / f".{output.name}.{secrets.token_hex(4)}.tmp"
     staging.mkdir()  # honours the umask, unlike tempfile.mkdtemp's 0700

@@ -8,9 +8,9 @@ past that step: metrics.jsonl is rewritten without those records, and TensorBoar
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from cyclip.files import write_text_atomically
 
 
 class MetricsWriter:
@@ -30,8 +30,12 @@ class MetricsWriter:
             purge_step = start_step + 1 if resumed else None  # TensorBoard hides what was logged after it
             self.tensorboard = SummaryWriter(str(output / "tensorboard"), purge_step=purge_step)
 
-    def write(self, split: str, step: int, epoch: int, values: dict[str, float]) -> None:
-        """One record: a line {"split", "step", "epoch", **values}, and each value as the scalar `split/name`."""
+    def write(self, split: str, step: int, epoch: float, values: dict[str, float]) -> None:
+        """One record: a line {"split", "step", "epoch", **values}, and each value as the scalar `split/name`.
+
+        `epoch` is the training done when the record is written, in epochs, on every split alike: a training
+        record half-way through the second epoch has 1.5, the validation record after it 2.
+        """
         if not self.enabled:
             return
         self.jsonl.write(json.dumps({"split": split, "step": step, "epoch": epoch, **values}) + "\n")
@@ -49,20 +53,11 @@ def drop_records_after(path: Path, step: int) -> int:
     """Rewrite a metrics.jsonl (atomically) without its records past `step` and any line cut short by a
     kill; returns how many lines were dropped."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [line.rstrip("\n") + "\n" for line in lines if _step(line) is not None and _step(line) <= step]
+    steps = [_step(line) for line in lines]
+    kept = [line.rstrip("\n") + "\n" for line, at in zip(lines, steps, strict=True) if at is not None and at <= step]
     if kept == lines:
         return 0
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.writelines(kept)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, path.stat().st_mode & 0o777)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, "".join(kept))
     return len(lines) - len(kept)
 
 

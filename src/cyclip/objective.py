@@ -17,7 +17,8 @@ import torch
 from cyclip import distributed
 from cyclip.config import TrainConfig
 from cyclip.data.batch import PairBatch
-from cyclip.losses import cyclip_loss
+from cyclip.losses import cyclip_loss, cyclip_sigmoid_loss
+from cyclip.losses.chunking import ChunkSize
 
 T = TypeVar("T")
 
@@ -64,7 +65,7 @@ class PairFeatures:
         """The rows of `parts` in order, as the features of one batch (gradient accumulation joins micro-batches)."""
         views = [[part.images for part in parts], [part.texts for part in parts]]
         if parts[0].augmented_images is not None:
-            views += [[part.augmented_images for part in parts], [part.augmented_texts for part in parts]]
+            views += [[part.augmented_images for part in parts], [part.augmented_texts for part in parts]]  # type: ignore[misc]
         return PairFeatures(*(torch.cat(view) for view in views))
 
 
@@ -74,7 +75,7 @@ class Objective(Protocol):
 
     def features(self, model: torch.nn.Module, batch: PairBatch) -> PairFeatures: ...
 
-    def loss(self, features: PairFeatures, logit_scale: torch.Tensor) -> LossTerms[torch.Tensor]: ...
+    def loss(self, features: PairFeatures, *head: torch.Tensor) -> LossTerms[torch.Tensor]: ...
 
     def __call__(self, model: torch.nn.Module, batch: PairBatch) -> LossTerms[torch.Tensor]: ...
 
@@ -86,25 +87,28 @@ class CyclipObjective:
     image and each caption with its augmented caption; see `cyclip_loss`.
     """
 
-    def __init__(self, lambda_inmodal: float, lambda_crossmodal: float) -> None:
+    def __init__(self, lambda_inmodal: float, lambda_crossmodal: float, chunk_size: ChunkSize = "auto") -> None:
         self.lambda_inmodal = lambda_inmodal
         self.lambda_crossmodal = lambda_crossmodal
+        self.chunk_size = chunk_size
 
     def features(self, model: torch.nn.Module, batch: PairBatch) -> PairFeatures:
         """One forward pass of `model` (an open_clip CLIP, possibly wrapped in DDP). Augmented views go
         through the model in the same pass as the originals, as in the paper's code."""
         if not batch.has_augmented_views:
-            image_features, text_features, _ = model(batch.images, batch.texts)
+            image_features, text_features = model(batch.images, batch.texts)[:2]  # (then scale [, bias])
             return PairFeatures(image_features, text_features)
-        image_features, text_features, _ = model(
-            torch.cat([batch.images, batch.augmented_images]), torch.cat([batch.texts, batch.augmented_texts])
-        )
+        image_features, text_features = model(
+            torch.cat([batch.images, batch.augmented_images]),  # type: ignore[list-item]  # has_augmented_views
+            torch.cat([batch.texts, batch.augmented_texts]),  # type: ignore[list-item]
+        )[:2]
         rows = len(batch)
         return PairFeatures(image_features[:rows], text_features[:rows], image_features[rows:], text_features[rows:])
 
-    def loss(self, features: PairFeatures, logit_scale: torch.Tensor) -> LossTerms[torch.Tensor]:
-        """The terms of the loss of `features`; `logit_scale` is the model's parameter (the log of the
+    def loss(self, features: PairFeatures, *head: torch.Tensor) -> LossTerms[torch.Tensor]:
+        """The terms of the loss of `features`; `head` is the model's `logit_parameters` (the log of the
         inverse temperature), detached by the caller when it must not get a gradient."""
+        (logit_scale,) = head
         output = cyclip_loss(
             features.images,
             features.texts,
@@ -113,13 +117,44 @@ class CyclipObjective:
             self.lambda_crossmodal,
             augmented_image_features=features.augmented_images,
             augmented_text_features=features.augmented_texts,
+            chunk_size=self.chunk_size,
         )
         return LossTerms(output.total, output.contrastive, output.inmodal_cyclic, output.crossmodal_cyclic)
 
     def __call__(self, model: torch.nn.Module, batch: PairBatch) -> LossTerms[torch.Tensor]:
-        return self.loss(self.features(model, batch), distributed.unwrap(model).logit_scale)
+        return self.loss(self.features(model, batch), *logit_parameters(model))
+
+
+class SigmoidObjective(CyclipObjective):
+    """SigLIP's sigmoid loss plus the cyclic regularizers (`cyclip.losses.cyclip_sigmoid_loss`); the model
+    carries the learnable bias (`models.create_model(..., sigmoid_head=True)`). No in-modal views."""
+
+    def loss(self, features: PairFeatures, *head: torch.Tensor) -> LossTerms[torch.Tensor]:
+        """`head` is (log inverse temperature, bias): the model's `logit_parameters`."""
+        logit_scale, logit_bias = head
+        output = cyclip_sigmoid_loss(
+            features.images,
+            features.texts,
+            logit_scale,
+            logit_bias,
+            self.lambda_inmodal,
+            self.lambda_crossmodal,
+            chunk_size=self.chunk_size,
+        )
+        return LossTerms(output.total, output.contrastive, output.inmodal_cyclic, output.crossmodal_cyclic)
+
+
+def logit_parameters(model: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+    """The parameters of the model's similarity head: (logit_scale,), or (logit_scale, logit_bias) for a
+    sigmoid-loss model; what `Objective.loss` takes after the features."""
+    model = distributed.unwrap(model)
+    bias = getattr(model, "logit_bias", None)
+    return (model.logit_scale,) if bias is None else (model.logit_scale, bias)  # type: ignore[return-value]
 
 
 def build_objective(config: TrainConfig) -> Objective:
     """The objective `config` asks for: the one place where the loss is chosen."""
-    return CyclipObjective(config.lambda_inmodal, config.lambda_crossmodal)
+    # --loss-chunk-size: unset = "auto", 0 = dense (None to the loss functions), N = N x N tiles.
+    chunk_size: ChunkSize = "auto" if config.loss_chunk_size is None else (config.loss_chunk_size or None)
+    kind = SigmoidObjective if config.loss == "siglip" else CyclipObjective
+    return kind(config.lambda_inmodal, config.lambda_crossmodal, chunk_size)

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 from types import FrameType, TracebackType
+from typing import Any
 
 log = logging.getLogger("cyclip.train")
 
@@ -47,7 +48,7 @@ class StopSignals:
         self.signals = [signal.Signals[name] for name in dict.fromkeys(names)]
         self.announce = announce
         self.requested: str | None = None
-        self._previous: dict[signal.Signals, object] = {}
+        self._previous: dict[signal.Signals, Any] = {}  # the handlers to restore
         self._pid = os.getpid()
 
     def __enter__(self) -> StopSignals:

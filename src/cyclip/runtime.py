@@ -80,8 +80,8 @@ def seed_everything(seed: int) -> None:
 def rng_state(device: torch.device | None = None) -> dict[str, Any]:
     """The state of every global generator this process draws from (CPU, and `device`'s when it is a GPU),
     in tensors and plain containers (a weights-only checkpoint can hold it)."""
-    numpy_state = np.random.get_state()
-    state = {
+    numpy_state: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]  # legacy: a tuple
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
         "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2])},

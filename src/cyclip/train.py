@@ -28,10 +28,11 @@ from cyclip.config import TrainConfig
 from cyclip.data.batch import PairBatch
 from cyclip.data.loading import PairBatches, TrainEpoch
 from cyclip.distributed import unwrap
+from cyclip.errors import NonFiniteLossError
 from cyclip.evaluation.zeroshot import zeroshot_classification
 from cyclip.metrics_log import MetricsWriter
-from cyclip.models import create_model
-from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective
+from cyclip.models import create_model, lock_towers
+from cyclip.objective import TERM_NAMES, LossTerms, PairFeatures, build_objective, logit_parameters
 from cyclip.preemption import EXIT_INTERRUPTED, EXIT_STOPPED, RunStopped, StopSignals
 from cyclip.run_state import BatchLayout, DataPosition, rank_state
 from cyclip.runtime import autocast, resolve_device, rng_state, seed_everything, set_rng_state
@@ -39,10 +40,6 @@ from cyclip.runtime import autocast, resolve_device, rng_state, seed_everything,
 log = logging.getLogger("cyclip.train")
 
 LOGIT_SCALE_MAX = math.log(100.0)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; no checkpoint is written from then on."""
 
 
 @dataclass
@@ -126,7 +123,15 @@ class Trainer:
             logging.getLogger("cyclip").setLevel(logging.WARNING)  # rank 0 alone reports progress
         seed_everything(config.seed)
         model, self.preprocess_train, self.preprocess_val, self.tokenizer = create_model(
-            config.model, pretrained=config.pretrained, device=self.device
+            config.model, pretrained=config.pretrained, device=self.device, sigmoid_head=config.loss == "siglip"
+        )
+        lock_towers(
+            model,
+            image=config.lock_image,
+            image_unlocked_groups=config.lock_image_unlocked_groups,
+            image_freeze_bn_stats=config.lock_image_freeze_bn_stats,
+            text=config.lock_text,
+            text_unlocked_layers=config.lock_text_unlocked_layers,
         )
         if config.grad_checkpointing:
             model.set_grad_checkpointing(True)
@@ -327,10 +332,11 @@ class Trainer:
         With accumulation the features of every micro-batch are first computed without a graph;
         then each micro-batch is re-run with a graph and its fresh features replace the cached
         ones, so the gradients add up to those of one big contrastive batch (OpenCLIP's scheme). The
-        logit scale takes its gradient from the last pass only: every pass sees the whole batch.
+        logit scale (and a sigmoid loss's bias) take their gradient from the last pass only: every pass sees the
+        whole batch.
         """
         self.model.train()
-        objective, model, logit_scale = self.objective, self.model, unwrap(self.model).logit_scale
+        objective, model, head = self.objective, self.model, logit_parameters(self.model)
         if len(micro_batches) == 1:
             with self._autocast():
                 output = objective(model, micro_batches[0])
@@ -345,7 +351,7 @@ class Trainer:
                     with self._autocast():
                         fresh = objective.features(model, batch)
                         features = PairFeatures.cat([fresh if i == index else part for i, part in enumerate(cached)])
-                        output = objective.loss(features, logit_scale if last else logit_scale.detach())
+                        output = objective.loss(features, *(p if last else p.detach() for p in head))
                     self.scaler.scale(output.loss).backward()
         if self.config.grad_clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
@@ -412,7 +418,7 @@ class Trainer:
             "skipped_samples": self.skipped_samples,
         }
         window.reset()
-        metrics.write("train", self.step, self.epoch, summary)
+        metrics.write("train", self.step, round(self.step / self.steps_per_epoch, 4), summary)  # epochs done
         return summary
 
     @torch.no_grad()
@@ -540,5 +546,5 @@ def _format_epoch(summary: dict[str, Any]) -> str:
                 f"in-modal {terms.inmodal_cyclic:.4f}, cross-modal {terms.crossmodal_cyclic:.4f})"
             )
     if "zeroshot" in summary:
-        parts.append(f"zero-shot top-1 {100 * summary['zeroshot']['top1']:.1f}%")
+        parts.append(f"zero-shot top-1 {summary['zeroshot']['top1']:.4f}")
     return " | ".join(parts)

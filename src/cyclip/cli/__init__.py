@@ -13,15 +13,35 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("train", "evaluate", "compare", "export", "demo")
+COMMANDS = ("train", "evaluate", "compare", "export", "predict", "index", "search", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cyclip", description="Train and evaluate CLIP and CyCLIP image-text models.")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the versions of cyclip, torch, open_clip and the git commit",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"cyclip.cli.{name}").add_parser(subparsers)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """--version: the provenance recorded with every result, printed on demand (git is asked only then)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from cyclip.provenance import provenance
+
+        record = provenance()
+        commit = f" (git {record['git_commit']})" if record["git_commit"] else ""
+        print(f"cyclip {record['cyclip']}{commit}, torch {record['torch']}, open_clip {record['open_clip']}")
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,9 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("cyclip").setLevel(logging.INFO)  # ours at INFO; open_clip's chatter stays quiet
     args = build_parser().parse_args(argv)
     from cyclip.checkpoint_folder import CheckpointWriteError
-    from cyclip.data import DataError
+    from cyclip.errors import DataError, NonFiniteLossError
     from cyclip.preemption import EXIT_INTERRUPTED, RunStopped
-    from cyclip.train import NonFiniteLossError
 
     try:
         args.handler(args)

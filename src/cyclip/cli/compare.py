@@ -14,7 +14,9 @@ def add_parser(subparsers) -> None:
         "there are two) and, with --output, write comparison.md and PNG figures: accuracy bars with the "
         "difference annotated, consistency@k and neighbour agreement@k lines, few-shot curves.",
     )
-    parser.add_argument("runs", nargs="+", help="results JSON files, or run folders holding eval.json")
+    parser.add_argument(
+        "runs", nargs="+", help="results JSON files, or run folders holding one (eval.json or eval-SUITE.json)"
+    )
     parser.add_argument("--names", nargs="+", help="a display name per run (default: the folder or file names)")
     parser.add_argument("--output", help="folder for comparison.md and the figures")
     parser.set_defaults(handler=_run_compare)

@@ -21,12 +21,24 @@ def add_parser(subparsers) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> None:
-    from cyclip.demo import run_demo
-
     try:
         config = DemoConfig(**given_flags(args, DemoConfig))
     except ConfigError as error:
         raise ValueError(f"{flag(error.key)}: {error.problem}") from None
+    if config.shift:
+        from cyclip.demo_shift import SEEDS, run_shift_demo
+
+        run_shift_demo(
+            Path(config.output),
+            model=config.model,
+            epochs=config.epochs,
+            device=config.device,
+            workers=config.workers,
+            seeds=[config.seed + offset for offset in range(len(SEEDS))],
+        )
+        return
+    from cyclip.demo import run_demo
+
     run_demo(
         Path(config.output),
         model=config.model,

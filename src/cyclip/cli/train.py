@@ -20,6 +20,12 @@ def add_parser(subparsers) -> None:
         description="Train CLIP (both lambdas 0) or CyCLIP (e.g. --lambda-inmodal 0.25 --lambda-crossmodal 0.25).",
     )
     parser.add_argument("--config", help="YAML file of options (e.g. a run's config.yaml); flags given override it")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved plan (data counts, global batch, steps, schedule, model size) and exit without "
+        "training or writing anything; under torchrun it counts the launched processes",
+    )
     add_config_flags(parser, TrainConfig)
     parser.set_defaults(handler=_run_train)
 
@@ -53,6 +59,12 @@ def _run_train(args: argparse.Namespace) -> None:
     from cyclip.train import train
 
     config = train_config_from_args(args)
+    if args.dry_run:
+        from cyclip.plan import format_plan, training_plan
+
+        if os.environ.get("RANK", "0") == "0":
+            print(format_plan(training_plan(config)))
+        return
     Path(config.output).mkdir(parents=True, exist_ok=True)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone writes the log
         handler = logging.FileHandler(Path(config.output) / "train.log")

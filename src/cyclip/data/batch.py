@@ -69,8 +69,8 @@ class PairBatch:
         views = [torch.cat([batch.images for batch in batches]), torch.cat([batch.texts for batch in batches])]
         if first.has_augmented_views:
             views += [
-                torch.cat([batch.augmented_images for batch in batches]),
-                torch.cat([batch.augmented_texts for batch in batches]),
+                torch.cat([batch.augmented_images for batch in batches]),  # type: ignore[misc]
+                torch.cat([batch.augmented_texts for batch in batches]),  # type: ignore[misc]
             ]
         return PairBatch(views[0], views[1], torch.cat([batch.skipped for batch in batches]), *views[2:])
 

@@ -7,13 +7,12 @@ broken while training are skipped (or fail fast with on_bad_sample="error") with
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import stat
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cyclip.config import BAD_SAMPLE_POLICIES
-from cyclip.data.images import BadSampleError, DataError, load_rgb_image
+from cyclip.data.images import load_rgb_image
+from cyclip.errors import BadSampleError, BadSampleWarnings, DataError
+from cyclip.files import CsvReader
 
 log = logging.getLogger("cyclip.data")
 
 SKIP_HINT = "(or run with --on-bad-sample skip)"
-MAX_LOAD_WARNINGS = 10
 MAX_BAD_ROWS_KEPT = 100
 _PROBLEM_SUMMARIES = {
     "missing": "images not found",
@@ -81,7 +81,7 @@ class ImageCaptionDataset(Dataset):
         self.bad_rows: list[tuple[int, str]] = []  # (line, reason) of the first MAX_BAD_ROWS_KEPT bad rows
         self._check_rows(images, captions, lines)
         self._found_bad: set[int] = set()  # rows whose image failed to decode, per process
-        self._load_warnings = 0
+        self._warnings = BadSampleWarnings(log)
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -161,15 +161,7 @@ class ImageCaptionDataset(Dataset):
                 )
 
     def _warn_bad_sample(self, row: int, error: BadSampleError) -> None:
-        """Warn about the first few bad images only: a broken shard must not flood the log."""
-        self._load_warnings += 1
-        if self._load_warnings <= MAX_LOAD_WARNINGS:
-            more = (
-                "; further bad samples are counted without a warning"
-                if self._load_warnings == MAX_LOAD_WARNINGS
-                else ""
-            )
-            log.warning("%s: line %d: %s; skipped%s", self.path, self.line(row), error, more)
+        self._warnings.warn(f"{self.path}: line {self.line(row)}: {error}; skipped")
 
 
 def image_file_problem(image: str, resolved: str) -> tuple[str, str] | None:
@@ -212,51 +204,20 @@ def read_pairs(path: Path, image_key: str, caption_key: str, separator: str) -> 
     images: list[str] = []
     captions: list[str] = []
     lines: list[int] = []
-    try:
-        # utf-8-sig drops the byte-order mark spreadsheet programs write, which would rename the first column.
-        with open(path, encoding="utf-8-sig", newline="") as file:
-            reader = csv.reader(file, delimiter=separator)
-            header = next((row for row in reader if row), None)
-            if header is None:
-                raise DataError(
-                    f"{path}: empty file; expected a header line ({image_key}{separator}{caption_key}) "
-                    "and one row per image-caption pair"
-                )
-            header = [name.strip() for name in header]
-            image_column, caption_column = _find_columns(path, header, image_key, caption_key, separator)
-            for start, row in numbered_rows(path, reader, len(header)):
-                images.append(row[image_column])
-                captions.append(row[caption_column])
-                lines.append(start)
-    except UnicodeDecodeError:
-        raise DataError(
-            f"{path}: {locate_bad_utf8(path)} is not valid UTF-8; re-encode the file as UTF-8 "
-            "(e.g. iconv -f latin1 -t utf-8)"
-        ) from None
-    except csv.Error as error:  # in the header line
-        raise DataError(f"{path}: line 1: {error}; check the quoting of the header") from None
+    with CsvReader(path, separator) as table:
+        if not table.header:
+            raise DataError(
+                f"{path}: empty file; expected a header line ({image_key}{separator}{caption_key}) "
+                "and one row per image-caption pair"
+            )
+        image_column, caption_column = _find_columns(path, table.header, image_key, caption_key, separator)
+        for start, row in table.rows():
+            images.append(row[image_column])
+            captions.append(row[caption_column])
+            lines.append(start)
     if not lines:
         raise DataError(f"{path}: no data rows after the header; add one row per image-caption pair")
     return images, captions, lines
-
-
-def numbered_rows(path: Path, reader, width: int) -> Iterator[tuple[int, list[str]]]:
-    """Non-empty data rows of a csv.reader with the file line each starts on (quoted captions may span
-    lines); a row of the wrong width or broken quoting is one DataError naming that line."""
-    end = reader.line_num  # last line of the last complete row
-    try:
-        for row in reader:
-            start, end = end + 1, reader.line_num
-            if not row:
-                continue
-            if len(row) != width:
-                raise DataError(
-                    f"{path}: line {start} has {len(row)} fields but the header has {width}; "
-                    f"quote fields that contain {reader.dialect.delimiter!r} or fill in the missing ones"
-                )
-            yield start, row
-    except csv.Error as error:
-        raise DataError(f"{path}: line {end + 1}: {error}; check the quoting of the row starting there") from None
 
 
 def _find_columns(path: Path, header: list[str], image_key: str, caption_key: str, separator: str) -> tuple[int, int]:
@@ -278,17 +239,6 @@ def _find_columns(path: Path, header: list[str], image_key: str, caption_key: st
             f"{path}: no column{'s' if len(missing) > 1 else ''} {names} (columns: {', '.join(header)}); pass {flags}"
         )
     return header.index(image_key), header.index(caption_key)
-
-
-def locate_bad_utf8(path: Path) -> str:
-    """'line N (byte 0x..)' of the first byte that is not UTF-8; a multi-byte character never spans a newline."""
-    with open(path, "rb") as file:
-        for number, raw in enumerate(file, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                return f"line {number} (byte 0x{raw[error.start]:02x})"
-    return "the file"
 
 
 class StringColumn:

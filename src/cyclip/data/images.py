@@ -13,17 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-
-class DataError(ValueError):
-    """Bad input found before training starts: the run stops with this one-line message."""
-
-
-class BadSampleError(ValueError):
-    """One sample that cannot be used; the message names the file, the row if known, and the reason."""
-
+from cyclip.errors import BadSampleError
 
 # What PIL raises on corrupt data varies by format and version; all of it means "this file is broken".
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 _WHITE = (255, 255, 255, 255)
 
 
@@ -46,7 +39,7 @@ def load_rgb_image(path: str | os.PathLike) -> Image.Image:
             return to_rgb(image)
     except UnidentifiedImageError:
         raise BadSampleError(f"{path}: not an image file PIL can read") from None
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise BadSampleError(f"{path}: cannot decode image ({error})") from None
 
 

@@ -18,7 +18,6 @@ goes on; the worker that was next in the round-robin starts the DataLoader's rot
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import random
@@ -36,8 +35,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from cyclip.config import BAD_SAMPLE_POLICIES
 from cyclip.data.batch import PairBatch
 from cyclip.data.captions import SKIP_HINT, caption_problem
-from cyclip.data.images import _DECODE_ERRORS, BadSampleError, DataError, to_rgb
+from cyclip.data.images import DECODE_ERRORS, to_rgb
 from cyclip.data.seeding import sample_seed, seeded_randomness
+from cyclip.errors import BadSampleError, BadSampleWarnings, DataError
+from cyclip.files import read_json
 
 log = logging.getLogger("cyclip.data")
 
@@ -46,7 +47,6 @@ CAPTION_EXTENSION = "txt"
 SHARD_EXTENSIONS = (".tar", ".tar.gz", ".tgz")
 SHUFFLE_BUFFER = 2000  # still-encoded samples per worker (OpenCLIP keeps 5000; ours stays under ~100 MB)
 SHUFFLE_INITIAL = 500
-MAX_WARNINGS = 5  # per data-loader worker
 TAR_END_BYTES = 1024  # a complete tar ends with two zero blocks
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # http:, s3:, pipe:, ... (one letter is a Windows drive)
 
@@ -313,7 +313,7 @@ class _Worker:
         self.done = _share(stream.skip, worker, workers)  # batches made before a resume
         self.replay = stream.streams[worker]  # raw samples taken for them
         self.visits: Counter[str] = Counter()  # reads of each shard so far this epoch
-        self.warnings = 0
+        self.warnings = BadSampleWarnings(log)
 
     def batches(self) -> Iterator[PairBatch | int | _StreamBatch]:
         """Full batches up to the quota (training, with their positions) or until the shards end (finite:
@@ -397,7 +397,7 @@ class _Worker:
             if last is not None:
                 yield last
             last = sample
-        problem = _describe(errors[0]) if errors else _truncation(url)
+        problem = _tar_read_problem(errors[0]) if errors else _truncation(url)
         if problem:
             # The last sample may be a fragment cut by the damage: it is then counted as a bad sample too.
             where = f"{url}: {problem}" + (f" near sample {last['__key__']}" if last is not None else "")
@@ -435,10 +435,7 @@ class _Worker:
         """The first few problems of this worker only: a broken shard must not flood the log."""
         if not first_read:
             return
-        self.warnings += 1
-        if self.warnings <= MAX_WARNINGS:
-            more = "; further bad samples are counted without a warning" if self.warnings == MAX_WARNINGS else ""
-            log.warning("%s (%s)%s", message, self.name, more)
+        self.warnings.warn(f"{message} ({self.name})")
 
 
 def _decode_sample(sample: dict) -> tuple[Image.Image, str]:
@@ -465,7 +462,7 @@ def _decode_sample(sample: dict) -> tuple[Image.Image, str]:
             return to_rgb(image), caption
     except UnidentifiedImageError:
         raise BadSampleError(f"the .{extension} file is not an image PIL can read") from None
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise BadSampleError(f"cannot decode the .{extension} image ({error})") from None
 
 
@@ -517,7 +514,7 @@ def _stats_successes(path: str) -> int | None:
     stats = f"{stem}_stats.json"
     if not os.path.isfile(stats):
         return None
-    content = _read_json(stats)
+    content = read_json(stats, fix="fix or delete the file")
     successes = content.get("successes") if isinstance(content, dict) else None
     if not isinstance(successes, int) or isinstance(successes, bool) or successes < 0:
         raise DataError(f"{stats}: no sample count in 'successes' (got {successes!r}); fix or delete the file")
@@ -527,18 +524,10 @@ def _stats_successes(path: str) -> int | None:
 def _read_sizes_json(path: str) -> dict | None:
     if not os.path.isfile(path):
         return None
-    sizes = _read_json(path)
+    sizes = read_json(path, fix="fix or delete the file")
     if not isinstance(sizes, dict):
         raise DataError(f'{path}: expected {{"00000.tar": count, ...}}, got a {type(sizes).__name__}; fix the file')
     return sizes
-
-
-def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error}); fix or delete the file") from None
 
 
 def _truncation(url: str) -> str | None:
@@ -562,7 +551,7 @@ def _truncation(url: str) -> str | None:
     return None
 
 
-def _describe(error: Exception) -> str:
+def _tar_read_problem(error: Exception) -> str:
     """'cannot read the tar (ReadError: unexpected end of data)': webdataset appends the stream to the message."""
     message = str(error.args[0]).split(" @ ")[0] if error.args else ""
     return f"cannot read the tar ({type(error).__name__}{': ' + message if message else ''})"

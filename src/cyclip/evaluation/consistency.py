@@ -3,7 +3,7 @@
     inmodal_gap            = mean_{j != k} |<I_j,I_k> - <T_j,T_k>|
     crossmodal_gap         = mean_{j != k} |<I_j,T_k> - <I_k,T_j>|
     inmodal_regularizer    = (1/N) sum_{j,k} (<I_j,I_k> - <T_j,T_k>)^2       (the training regularizers,
-    crossmodal_regularizer = (1/N) sum_{j,k} (<I_j,T_k> - <I_k,T_j>)^2        DESIGN §1, in float64)
+    crossmodal_regularizer = (1/N) sum_{j,k} (<I_j,T_k> - <I_k,T_j>)^2        docs/objective.md, in float64)
     neighbour_agreement@k  = (1/N) sum_j |NN_k(I_j) ∩ NN_k(T_j)| / k
 
 where NN_k(I_j) is the set of indices of the k images most similar to I_j among the other images (self
@@ -13,7 +13,7 @@ excluded) and NN_k(T_j) the same among the captions. With C class embeddings (ze
 
 i.e. the class read from the caption is among the top-k classes read from its image. Similarities in
 ties are ordered by `torch.topk`. Every N x N quantity is computed in row blocks, so memory stays
-O(block x N); the regularizers use three d x d matrices instead.
+O(block x N); the regularizers are the training loss's, from three d x d matrices.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+from cyclip import distributed
+from cyclip.losses import cyclic_regularizers
 
 NEIGHBOUR_K = (1, 5, 10)
 CONSISTENCY_K = (1, 3, 5, 10)
@@ -66,23 +69,17 @@ def consistency_gaps(images: torch.Tensor, texts: torch.Tensor, block: int = 102
     return {"inmodal_gap": inmodal / pairs, "crossmodal_gap": crossmodal / pairs}
 
 
+@torch.no_grad()
 def regularizer_values(images: torch.Tensor, texts: torch.Tensor) -> dict[str, float]:
-    """The two cyclic regularizers in float64, from D = I - T and P = I + T (DESIGN §1).
+    """The two cyclic regularizers of the training objective (`cyclip.losses.cyclic_regularizers`), in float64.
 
-    Written here rather than through `cyclip.losses`, whose functions sum over torch.distributed ranks:
-    an evaluation must measure exactly the rows it is given.
+    Under `distributed.local_only()`: the loss sums over torch.distributed ranks, and an evaluation must
+    measure exactly the rows it is given.
     """
     _check_pairs(images, texts, minimum=1)
-    images, texts = images.double(), texts.double()
-    diff, summ = images - texts, images + texts
-    frobenius = ((diff.T @ diff) * (summ.T @ summ)).sum()
-    cross = summ.T @ diff
-    trace_cross_sq = (cross * cross.T).sum()
-    batch = images.shape[0]
-    return {
-        "inmodal_regularizer": ((frobenius + trace_cross_sq) / (2 * batch)).item(),
-        "crossmodal_regularizer": ((frobenius - trace_cross_sq) / (2 * batch)).item(),
-    }
+    with distributed.local_only():
+        inmodal, crossmodal = cyclic_regularizers(images.double(), texts.double().to(images.device))
+    return {"inmodal_regularizer": inmodal.item(), "crossmodal_regularizer": crossmodal.item()}
 
 
 def _neighbours(embeddings: torch.Tensor, start: int, stop: int, depth: int) -> torch.Tensor:

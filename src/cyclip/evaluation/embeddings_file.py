@@ -9,29 +9,36 @@ Arrays (N images, M texts, C classes, d dimensions); only `image_embeddings` is 
     labels            int   [N]      class index of each image, in 0..C-1
     class_names       str   [C]      class names
     class_embeddings  float [C, d]   zero-shot classifier rows (template-averaged class embeddings)
+    image_paths       str   [N]      the file each image row was embedded from (search indexes)
+    model_name        str   []       the architecture that embedded them (open_clip name or local-dir:<folder>)
+    model_source      str   []       the checkpoint, weights file or folder it was loaded from
+    model_fingerprint str   []       `cyclip.models.weights_fingerprint` of its weights, so that a file is only
+                                     ever compared with embeddings of the same model
 
 Strings are stored as fixed-width unicode arrays and the file is read with `allow_pickle=False`: writing
-never needs pickle, and loading never executes anything. Writes go to a temporary file in the target
-folder, then `os.replace`, so a reader never sees a half-written file.
+never needs pickle, and loading never executes anything. Writes are atomic (`cyclip.files.write_atomically`),
+so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from cyclip.data import DataError
+from cyclip.errors import DataError
+from cyclip.files import write_atomically
 
 FLOAT_ARRAYS = ("image_embeddings", "text_embeddings", "class_embeddings")
 INT_ARRAYS = ("labels", "image_of_text")
-STRING_ARRAYS = ("class_names", "captions")
-ARRAYS = FLOAT_ARRAYS + INT_ARRAYS + STRING_ARRAYS
+STRING_ARRAYS = ("class_names", "captions", "image_paths")
+MODEL_STRINGS = ("model_name", "model_source", "model_fingerprint")  # single strings (0-d arrays)
+ARRAYS = FLOAT_ARRAYS + INT_ARRAYS + STRING_ARRAYS + MODEL_STRINGS
 
 
 @dataclass
@@ -45,6 +52,10 @@ class Embeddings:
     class_embeddings: torch.Tensor | None = None
     image_of_text: torch.Tensor | None = None
     captions: list[str] | None = None
+    image_paths: list[str] | None = None
+    model_name: str | None = None
+    model_source: str | None = None
+    model_fingerprint: str | None = None
 
 
 def _as_numpy(name: str, value) -> np.ndarray:
@@ -53,6 +64,8 @@ def _as_numpy(name: str, value) -> np.ndarray:
         return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
     if name in STRING_ARRAYS:
         return np.asarray([str(item) for item in value], dtype=np.str_)
+    if name in MODEL_STRINGS:
+        return np.asarray(str(value), dtype=np.str_)
     return np.asarray(value)
 
 
@@ -71,6 +84,8 @@ def _problems(arrays: dict[str, np.ndarray]) -> list[str]:
             return [f"array '{name}' must be a 1-D integer array, got {array.dtype} {array.shape}"]
         if name in STRING_ARRAYS and (kind != "U" or array.ndim != 1):
             return [f"array '{name}' must be a 1-D array of strings, got {array.dtype} {array.shape}"]
+        if name in MODEL_STRINGS and (kind != "U" or array.ndim != 0):
+            return [f"array '{name}' must be a single string, got {array.dtype} {array.shape}"]
     images = arrays["image_embeddings"]
     num_images, dim = images.shape
     texts = arrays.get("text_embeddings")
@@ -88,6 +103,7 @@ def _problems(arrays: dict[str, np.ndarray]) -> list[str]:
         "labels": (num_images,),
         "image_of_text": (num_texts,),
         "captions": (num_texts if num_texts is not None else num_images,),
+        "image_paths": (num_images,),
     }
     for name, shape in expected.items():
         if name in arrays and arrays[name].shape != shape:
@@ -110,20 +126,13 @@ def _problems(arrays: dict[str, np.ndarray]) -> list[str]:
 def save_embeddings(path: str | os.PathLike, **arrays) -> Path:
     """Write the given arrays (tensors, numpy arrays, lists of str) to `path` atomically; returns the path."""
     path = Path(path)
-    values = {name: _as_numpy(name, value) for name, value in arrays.items() if value is not None}
+    # Any: numpy types savez's keywords as arrays *or* its allow_pickle flag.
+    values: dict[str, Any] = {name: _as_numpy(name, value) for name, value in arrays.items() if value is not None}
     problems = _problems(values)
     if problems:
         raise ValueError(f"{path}: {problems[0]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **values)  # every dtype was checked above: nothing here can need pickle
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    # Every dtype was checked above: nothing here can need pickle.
+    return write_atomically(path, lambda file: np.savez(file, **values))
 
 
 def load_embeddings(path: str | os.PathLike) -> Embeddings:
@@ -156,11 +165,13 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
         return arrays[name].tolist() if name in arrays else None
 
     return Embeddings(
-        image_embeddings=tensor("image_embeddings"),
+        image_embeddings=torch.from_numpy(np.ascontiguousarray(arrays["image_embeddings"])),  # required: checked
         text_embeddings=tensor("text_embeddings"),
         labels=tensor("labels", torch.long),
         class_names=strings("class_names"),
         class_embeddings=tensor("class_embeddings"),
         image_of_text=tensor("image_of_text", torch.long),
         captions=strings("captions"),
+        image_paths=strings("image_paths"),
+        **{name: str(arrays[name]) for name in MODEL_STRINGS if name in arrays},
     )

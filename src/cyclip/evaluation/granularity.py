@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from cyclip.data import DataError
-from cyclip.data.labelled import read_json
+from cyclip.errors import DataError
+from cyclip.files import read_json
 
 GRANULARITY_K = (1, 2, 3)
 
@@ -74,9 +74,7 @@ def fine_coarse_accuracy(
 def read_superclasses(path: str | os.PathLike, classes: Sequence[str]) -> tuple[torch.Tensor, list[str]]:
     """(superclass_of [C] LongTensor, superclass names) from a {"class": "superclass"} JSON file."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: superclass file not found")
-    grouping = read_json(path)
+    grouping = read_json(path, "superclass file")
     if not isinstance(grouping, dict):
         raise DataError(f'{path}: expected a JSON object {{"class name": "superclass name", ...}}')
     bad = [name for name, group in grouping.items() if not isinstance(group, str) or not group]

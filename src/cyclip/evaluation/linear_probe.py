@@ -39,14 +39,20 @@ for every k). Results per k: mean and population std (ddof 0) over seeds.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 DEFAULT_C_GRID = tuple(10.0**e for e in range(-6, 7))
+DEFAULT_SHOTS = (1, 2, 4, 8, 16)  # examples per class of the few-shot probes; `cyclip eval few-shot --shots`
+FEW_SHOT_SEEDS = (0, 1, 2)  # one k-shot draw per seed; `cyclip eval few-shot --seed S` uses S, S + 1, S + 2
 _CHUNK_ELEMENTS = 1 << 24
+
+log = logging.getLogger("cyclip.evaluation")
 
 
 @dataclass
@@ -63,7 +69,7 @@ class LogisticModel:
     def decision_function(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [N, K] (two classes: [N, 1], the log-odds of the second class)."""
         x = x.to(self.weight.device, self.weight.dtype)
-        if self.mean is not None:
+        if self.mean is not None and self.scale is not None:
             x = (x - self.mean) / self.scale
         return x @ self.weight.T + self.bias
 
@@ -202,7 +208,24 @@ def _scores(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     return {"accuracy": correct.mean().item(), "mean_per_class_accuracy": per_class.mean().item()}
 
 
-def _metric(mean_per_class: bool) -> str:
+def _top5_accuracy(model: LogisticModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """{"top5_accuracy": fraction of rows whose label is among the 5 classes of highest logit}; empty with
+    fewer than 5 classes, where it would always be 1."""
+    if len(model.classes) < 5:
+        return {}
+    top = model.classes[_full_logits(model.decision_function(x)).topk(5, dim=1).indices]
+    return {"top5_accuracy": (top == y.to(top.device)[:, None]).any(dim=1).double().mean().item()}
+
+
+def _fit_options(
+    standardize: bool, device: torch.device | str, dtype: torch.dtype, max_iter: int, tol: float
+) -> dict[str, Any]:
+    """The keyword arguments of `fit_logistic` that every fit of one probe shares."""
+    return {"standardize": standardize, "device": device, "dtype": dtype, "max_iter": max_iter, "tol": tol}
+
+
+def _score_name(mean_per_class: bool) -> str:
+    """The key of the probe's score: accuracy, or mean per-class accuracy for datasets reported that way."""
     return "mean_per_class_accuracy" if mean_per_class else "accuracy"
 
 
@@ -234,7 +257,7 @@ def _select_c(
     c_grid: Sequence[float] | None,
     refine_steps: int,
     metric: str,
-    fit_options: dict,
+    fit_options: dict[str, Any],
 ) -> tuple[float, list[dict[str, float]]]:
     """The C with the best validation score averaged over `folds` (pairs of fit rows, held-out rows).
 
@@ -249,9 +272,10 @@ def _select_c(
         if c not in tried:
             scores, losses = [], []
             for fold, (x, y, val_x, val_y) in enumerate(parts):
-                solutions[fold] = fit_logistic(x, y, c, init=solutions[fold], **fit_options)  # warm start
-                scores.append(_scores(solutions[fold].predict(val_x), val_y)[metric])
-                losses.append(_log_loss(solutions[fold], val_x, val_y))
+                solution = fit_logistic(x, y, c, init=solutions[fold], **fit_options)
+                solutions[fold] = solution  # the next C starts from here (warm start)
+                scores.append(_scores(solution.predict(val_x), val_y)[metric])
+                losses.append(_log_loss(solution, val_x, val_y))
             tried[c] = (sum(scores) / len(scores), sum(losses) / len(losses))
         score, loss = tried[c]
         return score, -loss, -c
@@ -299,19 +323,21 @@ def linear_probe(
 
     A `c_grid` of one value skips the validation split and fits that C on the whole training split.
 
-    Returns score (the metric `mean_per_class` picks), accuracy, mean_per_class_accuracy, C, the
+    Returns score (the metric `mean_per_class` picks), accuracy, top5_accuracy (with 5 classes or more),
+    mean_per_class_accuracy, C, the
     validation score of every C tried, iterations/converged of the final fit, and the split sizes.
     """
     _check_features("train", train_x, train_y)
     _check_features("test", test_x, test_y)
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"train_x has {train_x.shape[1]} features but test_x has {test_x.shape[1]}")
-    metric = _metric(mean_per_class)
-    options = {"standardize": standardize, "device": device, "dtype": dtype, "max_iter": max_iter, "tol": tol}
+    metric = _score_name(mean_per_class)
+    options = _fit_options(standardize, device, dtype, max_iter, tol)
     train_x, train_y = train_x.to(device, dtype), train_y.to(device)
     grid = None if c_grid is None else [float(c) for c in c_grid]
+    validation: list[dict[str, float]] = []
     if grid is not None and len(grid) == 1:
-        c, validation = grid[0], []
+        c = grid[0]
     else:
         fit_rows, val_rows = stratified_split(train_y, val_fraction, seed)
         if len(val_rows) == 0:
@@ -327,6 +353,7 @@ def linear_probe(
         "score": scores[metric],
         "metric": metric,
         **scores,
+        **_top5_accuracy(model, test_x, test_y),
         "C": c,
         "validation": validation,
         "iterations": model.iterations,
@@ -363,9 +390,10 @@ def few_shot_probe(
     train_y: torch.Tensor,
     test_x: torch.Tensor,
     test_y: torch.Tensor,
-    shots: Sequence[int] = (1, 2, 4, 8, 16),
-    seeds: Sequence[int] = (0, 1, 2),
+    shots: Sequence[int] = DEFAULT_SHOTS,
+    seeds: Sequence[int] = FEW_SHOT_SEEDS,
     *,
+    class_names: Sequence[str] | None = None,
     mean_per_class: bool = False,
     c_grid: Sequence[float] | None = None,
     fixed_c: float | None = None,
@@ -379,18 +407,23 @@ def few_shot_probe(
 ) -> dict:
     """k-shot probes for each k in `shots`, repeated over `seeds`; C by cross-validation over the shots.
 
-    Returns {"metric": ..., "shots": {k: {"mean", "std", "scores" (per seed), "C" (per seed)}}}.
+    A k larger than some class's number of training examples is skipped with a warning naming those classes
+    (by `class_names[label]` when given); the smaller k's results are kept. Returns {"metric": ..., "shots":
+    {k: {"mean", "std", "scores" (per seed), "C" (per seed)}}, "skipped": {k: why}}.
     """
     _check_features("train", train_x, train_y)
     _check_features("test", test_x, test_y)
     if cv_folds < 2:
         raise ValueError(f"cv_folds must be >= 2, got {cv_folds}")
-    metric = _metric(mean_per_class)
-    options = {"standardize": standardize, "device": device, "dtype": dtype, "max_iter": max_iter, "tol": tol}
+    metric = _score_name(mean_per_class)
+    options = _fit_options(standardize, device, dtype, max_iter, tol)
     grid = [float(c) for c in (DEFAULT_C_GRID if c_grid is None else c_grid)]
     train_x, train_y = train_x.to(device, dtype), train_y.to(device)
+    feasible, skipped = _feasible_shots(train_y, shots, class_names)
+    if not feasible:
+        raise ValueError(f"few-shot: no k in {', '.join(map(str, shots))} can be drawn: {next(iter(skipped.values()))}")
     results = {}
-    for k in shots:
+    for k in feasible:
         scores, chosen = [], []
         for seed in seeds:
             rows = sample_few_shot(train_y, k, seed).to(train_x.device)
@@ -416,4 +449,29 @@ def few_shot_probe(
             "scores": scores,
             "C": chosen,
         }
-    return {"metric": metric, "shots": results}
+    return {"metric": metric, "shots": results, "skipped": skipped}
+
+
+def _feasible_shots(
+    labels: torch.Tensor, shots: Sequence[int], class_names: Sequence[str] | None
+) -> tuple[list[int], dict[int, str]]:
+    """The k of `shots` that every class of `labels` has enough examples for, and why each other k is skipped
+    (also logged as a warning naming the classes that are short)."""
+    classes, counts = torch.unique(labels.cpu(), return_counts=True)
+    feasible, skipped = [], {}
+    for k in shots:
+        short = [(int(c), int(n)) for c, n in zip(classes, counts, strict=True) if n < k]
+        if not short:
+            feasible.append(int(k))
+            continue
+        named = [f"{class_names[c] if class_names else c!r} ({n})" for c, n in short[:5]]
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        skipped[int(k)] = f"{len(short)} class(es) have fewer than {k} training examples: {', '.join(named)}{more}"
+    if skipped and feasible:
+        log.warning(
+            "few-shot: k = %s skipped (results for k = %s kept): %s",
+            ", ".join(map(str, skipped)),
+            ", ".join(map(str, feasible)),
+            skipped[min(skipped)],
+        )
+    return feasible, skipped

@@ -14,7 +14,7 @@ the N_i x N_t similarity matrix (5k x 25k for COCO) never exists at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -54,6 +54,16 @@ def _check(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, image_
         )
 
 
+def ranked_blocks(
+    queries: torch.Tensor, gallery: torch.Tensor, depth: int, chunk: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """For each block of `chunk` query rows: (its first row, [rows, depth] scores and gallery indices of its `depth`
+    most similar gallery rows, best first). Only one block's similarities exist at a time."""
+    for start in range(0, queries.shape[0], chunk):
+        scores, indices = (queries[start : start + chunk] @ gallery.T).topk(depth, dim=1)
+        yield start, scores, indices
+
+
 def retrieval_recall(
     image_embeddings: torch.Tensor,
     text_embeddings: torch.Tensor,
@@ -74,18 +84,14 @@ def retrieval_recall(
     text_hits = torch.zeros(len(ks), dtype=torch.long, device=images.device)
 
     depth = min(max(ks), num_texts)
-    for start in range(0, num_images, chunk):
-        block = images[start : start + chunk]
-        ranked = (block @ texts.T).topk(depth, dim=1).indices
-        rows = torch.arange(start, start + block.shape[0], device=images.device)
+    for start, _, ranked in ranked_blocks(images, texts, depth, chunk):
+        rows = torch.arange(start, start + ranked.shape[0], device=images.device)
         hits = image_of_text[ranked] == rows[:, None]
         image_hits += torch.stack([hits[:, :k].any(dim=1).sum() for k in ks])
 
     depth = min(max(ks), num_images)
-    for start in range(0, num_texts, chunk):
-        block = texts[start : start + chunk]
-        ranked = (block @ images.T).topk(depth, dim=1).indices
-        hits = ranked == image_of_text[start : start + block.shape[0], None]
+    for start, _, ranked in ranked_blocks(texts, images, depth, chunk):
+        hits = ranked == image_of_text[start : start + ranked.shape[0], None]
         text_hits += torch.stack([hits[:, :k].any(dim=1).sum() for k in ks])
 
     results = {f"image_to_text_R@{k}": hit / num_images for k, hit in zip(ks, image_hits.tolist(), strict=True)}

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cyclip.data.images import DataError
+from cyclip.errors import DataError
 from cyclip.evaluation.datasets.common import ClassificationSet, check_root, one_line, require
 from cyclip.evaluation.datasets.names import CIFAR_TEMPLATES, DEFAULT_TEMPLATES, STL10_CLASSES, readable
 
@@ -58,9 +58,7 @@ _STL10_SIDE = 96
 class ArrayImages(Dataset):
     """`(transform(image), label)` from a uint8 array [N, 3, a, b]; `axes` turns one item into H×W×3."""
 
-    def __init__(
-        self, images: np.ndarray | None, labels: np.ndarray, axes: tuple[int, int, int], transform: Callable
-    ) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, axes: tuple[int, int, int], transform: Callable) -> None:
         self.images = images
         self.labels = labels
         self.axes = axes
@@ -69,8 +67,12 @@ class ArrayImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def pixels(self) -> np.ndarray:
+        """The uint8 array [N, 3, a, b] of all images."""
+        return self.images
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        pixels = np.ascontiguousarray(self.images[index].transpose(self.axes))
+        pixels = np.ascontiguousarray(self.pixels()[index].transpose(self.axes))
         return self.transform(Image.fromarray(pixels)), int(self.labels[index])
 
 
@@ -80,17 +82,18 @@ class MappedImages(ArrayImages):
     def __init__(
         self, path: Path, shape: tuple[int, ...], labels: np.ndarray, axes: tuple[int, int, int], transform: Callable
     ) -> None:
-        super().__init__(None, labels, axes, transform)
+        super().__init__(np.empty((0, *shape[1:]), dtype=np.uint8), labels, axes, transform)
         self.path = path
         self.shape = shape
+        self.mapped: np.ndarray | None = None
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        if self.images is None:
-            self.images = np.memmap(self.path, dtype=np.uint8, mode="r", shape=self.shape)
-        return super().__getitem__(index)
+    def pixels(self) -> np.ndarray:
+        if self.mapped is None:
+            self.mapped = np.memmap(self.path, dtype=np.uint8, mode="r", shape=self.shape)
+        return self.mapped
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "images": None}
+        return {**self.__dict__, "mapped": None}
 
 
 def open_cifar(name: str, root: str | Path, split: str, transform: Callable) -> ClassificationSet:

@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cyclip.data.images import DataError
-from cyclip.data.labelled import LabelledImageDataset, read_labelled_folder
+from cyclip.errors import DataError
 from cyclip.evaluation.datasets.arrays import open_cifar, open_stl10
-from cyclip.evaluation.datasets.common import DATA_FLAG, ClassificationSet, check_split, folder_dataset, subfolders
+from cyclip.evaluation.datasets.common import ROOT_FLAG, ClassificationSet, check_split, folder_dataset, subfolders
 from cyclip.evaluation.datasets.imagenet import (
     open_imagenet,
     open_imagenet_sketch,
     open_imagenet_subset,
     open_imagenetv2,
 )
+from cyclip.evaluation.datasets.labelled import LabelledImageDataset, read_labelled_folder
 from cyclip.evaluation.datasets.names import DEFAULT_TEMPLATES, readable
 from cyclip.evaluation.datasets.probes import PROBES, open_probe
 
@@ -65,7 +65,7 @@ def open_classification(
 def _open_folder(folder: Path, transform: Callable) -> ClassificationSet:
     if not folder.is_dir():
         if not folder.exists() and str(folder).lower() in CLASSIFICATION_DATASETS:
-            raise ValueError(f"{folder} names a dataset: also pass the folder of its local copy as root ({DATA_FLAG})")
+            raise ValueError(f"{folder} names a dataset: also pass the folder of its local copy as root ({ROOT_FLAG})")
         what = "is a file, not a folder" if folder.exists() else "not found"
         raise DataError(
             f"{folder}: {what}; pass {_FOLDER_KINDS}, or a dataset name with its local folder "

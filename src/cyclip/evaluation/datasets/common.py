@@ -6,7 +6,6 @@ was looked for and where, instead of torchvision's advice to download (nothing h
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +14,13 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
+from torchvision.datasets import ImageFolder, VisionDataset
 
-from cyclip.data.images import BadSampleError, DataError, load_rgb_image, to_rgb
+from cyclip.data.images import DECODE_ERRORS, load_rgb_image, to_rgb
+from cyclip.errors import BadSampleError, DataError
 
 SPLITS = ("train", "test")
-DATA_FLAG = "--data"
-
-# What PIL raises on a broken file inside a torchvision dataset that opens images itself.
-_LOAD_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+ROOT_FLAG = "--root"  # the flag (and suite key `root`) naming the local copy of a dataset
 
 
 @dataclass
@@ -47,7 +44,7 @@ def check_root(name: str, root: str | Path, layout: str) -> Path:
     root = Path(root)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "not found"
-        raise DataError(f"{name}: {root} {what}; point {DATA_FLAG} at the local copy of {name} ({layout})")
+        raise DataError(f"{name}: {root} {what}; point {ROOT_FLAG} at the local copy of {name} ({layout})")
     return root
 
 
@@ -58,9 +55,9 @@ def require(name: str, root: Path, relative: str, layout: str) -> Path:
         return path
     top = Path(relative).parts[0]
     if root.name == top and (root.parent / relative).exists():
-        hint = f"point {DATA_FLAG} at {root.parent} (the folder that holds {top}), not at {top} itself"
+        hint = f"point {ROOT_FLAG} at {root.parent} (the folder that holds {top}), not at {top} itself"
     else:
-        hint = f"point {DATA_FLAG} at the folder that holds {top} ({layout})"
+        hint = f"point {ROOT_FLAG} at the folder that holds {top} ({layout})"
     raise DataError(f"{name}: {root} has no {relative} (looked for {path}); {hint}")
 
 
@@ -87,7 +84,7 @@ class TorchvisionImages(Dataset):
     naming it: evaluation is strict, because skipping an image would silently change the accuracy.
     """
 
-    def __init__(self, base: Dataset, transform: Callable, name: str) -> None:
+    def __init__(self, base: VisionDataset, transform: Callable, name: str) -> None:
         self.base = base
         self.transform = transform
         self.name = name
@@ -100,7 +97,7 @@ class TorchvisionImages(Dataset):
             image, label = self.base[index]
         except BadSampleError:
             raise
-        except _LOAD_ERRORS as error:
+        except DECODE_ERRORS as error:  # from a torchvision dataset that opens images itself
             where = sample_file(self.base, index) or f"sample {index}"
             raise BadSampleError(f"{self.name}: {where}: cannot load image ({one_line(error)})") from None
         return self.transform(as_rgb(image)), int(label)

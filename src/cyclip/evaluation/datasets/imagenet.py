@@ -8,16 +8,15 @@ in ImageNet order, and their class names the matching ImageNet names.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from cyclip.data.captions import locate_bad_utf8, numbered_rows
-from cyclip.data.images import DataError
-from cyclip.data.labelled import LabelledImageDataset, LabelledImages
-from cyclip.evaluation.datasets.common import DATA_FLAG, ClassificationSet, check_root, folder_dataset, subfolders
+from cyclip.errors import DataError
+from cyclip.evaluation.datasets.common import ROOT_FLAG, ClassificationSet, check_root, folder_dataset, subfolders
+from cyclip.evaluation.datasets.labelled import LabelledImageDataset, LabelledImages
 from cyclip.evaluation.datasets.names import imagenet_classes, imagenet_templates, imagenet_wnids
+from cyclip.files import CsvReader, read_text
 
 log = logging.getLogger("cyclip.evaluation")
 
@@ -41,10 +40,10 @@ def open_imagenet(root: str | Path, split: str, transform: Callable) -> Classifi
     if directory is None:
         hint = ""
         if any(name in imagenet_wnids() for name in subfolders(root)):
-            hint = f" ({root} itself holds wnid folders: point {DATA_FLAG} at the folder that holds it as {folder}/)"
+            hint = f" ({root} itself holds wnid folders: point {ROOT_FLAG} at the folder that holds it as {folder}/)"
         raise DataError(
             f"imagenet: {root} has no {folder}/ folder (looked for {candidates[0]} and {candidates[1]}){hint}; "
-            f"point {DATA_FLAG} at the ImageNet folder: {IMAGENET_LAYOUT}"
+            f"point {ROOT_FLAG} at the ImageNet folder: {IMAGENET_LAYOUT}"
         )
     index = {wnid: position for position, wnid in enumerate(imagenet_wnids())}
     folders = subfolders(directory)
@@ -71,7 +70,7 @@ def open_imagenetv2(root: str | Path, transform: Callable) -> ClassificationSet:
     if not folders:
         raise DataError(
             f"imagenetv2: {root} has no class folders (expected e.g. {root / '0'}/*.jpeg){_nested_hint(root)}; "
-            f"point {DATA_FLAG} at {layout}"
+            f"point {ROOT_FLAG} at {layout}"
         )
     valid = {str(number): number for number in range(_NUM_CLASSES)}
     _check_names("imagenetv2", root, folders, valid, "a class index 0..999")
@@ -108,7 +107,7 @@ def _wnid_folders(name: str, root: Path, index: dict[str, int], example: str, ex
     if not folders:
         raise DataError(
             f"{name}: {root} has no wnid class folders (expected e.g. {root / example}/*.{extension})"
-            f"{_nested_hint(root)}; point {DATA_FLAG} at the extracted {name} folder"
+            f"{_nested_hint(root)}; point {ROOT_FLAG} at the extracted {name} folder"
         )
     _check_names(name, root, folders, index, f"an ILSVRC2012 wnid such as {example}")
     return folders
@@ -120,7 +119,7 @@ def _check_names(name: str, directory: Path, folders: list[str], valid: dict[str
         hint = _nested_hint(directory) if len(unknown) == len(folders) else ""
         raise DataError(
             f"{name}: {directory / unknown[0]} is not a class folder: its name must be {what} "
-            f"({len(unknown)} of {len(folders)} subfolders are not){hint}; point {DATA_FLAG} at the folder of "
+            f"({len(unknown)} of {len(folders)} subfolders are not){hint}; point {ROOT_FLAG} at the folder of "
             "class folders"
         )
 
@@ -129,7 +128,7 @@ def _nested_hint(root: Path) -> str:
     """' (did you mean X?)' when `root` holds exactly one folder, as when an archive extracts into a subfolder."""
     folders = subfolders(root)
     if len(folders) == 1 and subfolders(root / folders[0]):
-        return f" ({root} holds only {folders[0]}/: point {DATA_FLAG} at {root / folders[0]}?)"
+        return f" ({root} holds only {folders[0]}/: point {ROOT_FLAG} at {root / folders[0]}?)"
     return ""
 
 
@@ -148,18 +147,11 @@ def _flat_val_dataset(root: Path, directory: Path, index: dict[str, int], transf
             f"imagenet: several labels files for {directory}: {', '.join(map(str, found))}; keep only one of them"
         )
     path = found[0]
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as file:
-            if path.name == "LOC_val_solution.csv":
-                rows = _kaggle_rows(path, file, index)
-            elif path.suffix == ".csv":
-                rows = _csv_rows(path, file, index)
-            else:
-                rows = _text_rows(path, file, index)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: {locate_bad_utf8(path)} is not valid UTF-8; re-encode the file as UTF-8") from None
-    except csv.Error as error:  # in the header line
-        raise DataError(f"{path}: line 1: {error}; check the quoting of the header") from None
+    if path.suffix != ".csv":
+        rows = _text_rows(path, index)
+    else:
+        with CsvReader(path) as table:
+            rows = (_kaggle_rows if path.name == "LOC_val_solution.csv" else _csv_rows)(path, table, index)
     if not rows:
         raise DataError(f"{path}: no labelled images in the file; add one row per validation image")
     paths = [directory / image for _, image, _ in rows]
@@ -174,15 +166,14 @@ def _flat_val_dataset(root: Path, directory: Path, index: dict[str, int], transf
     return LabelledImageDataset(data, transform)
 
 
-def _kaggle_rows(path: Path, file, index: dict[str, int]) -> list[tuple[int, str, int]]:
+def _kaggle_rows(path: Path, table: CsvReader, index: dict[str, int]) -> list[tuple[int, str, int]]:
     """LOC_val_solution.csv: ImageId,PredictionString; the label is the wnid of the first box."""
-    reader = csv.reader(file)
-    header = [name.strip() for name in next(reader, [])]
+    header = table.header
     if "ImageId" not in header or "PredictionString" not in header:
         raise DataError(f"{path}: the header must name ImageId and PredictionString (found: {', '.join(header)})")
     image_column, boxes_column = header.index("ImageId"), header.index("PredictionString")
     rows = []
-    for line, row in numbered_rows(path, reader, len(header)):
+    for line, row in table.rows():
         wnids = row[boxes_column].split()[::5]  # each box is: wnid x_min y_min x_max y_max
         if not wnids or wnids[0] not in index:
             raise DataError(
@@ -193,23 +184,22 @@ def _kaggle_rows(path: Path, file, index: dict[str, int]) -> list[tuple[int, str
     return rows
 
 
-def _csv_rows(path: Path, file, index: dict[str, int]) -> list[tuple[int, str, int]]:
+def _csv_rows(path: Path, table: CsvReader, index: dict[str, int]) -> list[tuple[int, str, int]]:
     """labels.csv: a header naming the columns image and label; label is an index 0..999 or a wnid."""
-    reader = csv.reader(file)
-    header = [name.strip() for name in next((row for row in reader if row), [])]
+    header = table.header
     if "image" not in header or "label" not in header:
         raise DataError(f"{path}: the header must name the columns 'image' and 'label' (found: {', '.join(header)})")
     image_column, label_column = header.index("image"), header.index("label")
     return [
         (line, row[image_column].strip(), _label(path, line, row[label_column], index, ""))
-        for line, row in numbered_rows(path, reader, len(header))
+        for line, row in table.rows()
     ]
 
 
-def _text_rows(path: Path, file, index: dict[str, int]) -> list[tuple[int, str, int]]:
+def _text_rows(path: Path, index: dict[str, int]) -> list[tuple[int, str, int]]:
     """val_labels.txt: no header; per line an image name and a label (index 0..999 or wnid), comma or space apart."""
     rows = []
-    for line, text in enumerate(file, start=1):
+    for line, text in enumerate(read_text(path).splitlines(), start=1):
         text = text.strip()
         if not text:
             continue

@@ -12,7 +12,7 @@ from importlib.resources import files
 
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 
-from cyclip.data.labelled import DEFAULT_TEMPLATES
+from cyclip.prompts import DEFAULT_TEMPLATES
 
 __all__ = [
     "CIFAR_TEMPLATES",

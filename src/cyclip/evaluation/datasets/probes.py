@@ -12,13 +12,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision import datasets
 
-from cyclip.data.images import DataError, load_rgb_image
-from cyclip.data.labelled import LabelledImageDataset, LabelledImages
+from cyclip.data.images import load_rgb_image
+from cyclip.errors import DataError
 from cyclip.evaluation.datasets.common import (
     ClassificationSet,
     TorchvisionImages,
@@ -27,21 +27,23 @@ from cyclip.evaluation.datasets.common import (
     require,
     subfolders,
 )
+from cyclip.evaluation.datasets.labelled import LabelledImageDataset, LabelledImages
 from cyclip.evaluation.datasets.names import DEFAULT_TEMPLATES, GTSRB_CLASSES, SVHN_CLASSES, readable
 
 CALTECH101_TRAIN_PER_CLASS = 30
 
 
 class _Probe(NamedTuple):
-    layout: str  # what --data must hold, for messages
+    layout: str  # what --root must hold, for messages
     needs: Callable[[str], list[str]]  # torchvision split -> paths under root it reads
-    splits: dict[str, tuple[str, ...]]  # our split -> torchvision splits
+    splits: Splits  # our split -> torchvision splits
     mean_per_class: bool
 
 
-_BOTH = {"train": ("train", "val"), "test": ("test",)}
-_SAME = {"train": ("train",), "test": ("test",)}
-_TRAINVAL = {"train": ("trainval",), "test": ("test",)}
+Splits = dict[str, tuple[str, ...]]
+_BOTH: Splits = {"train": ("train", "val"), "test": ("test",)}
+_SAME: Splits = {"train": ("train",), "test": ("test",)}
+_TRAINVAL: Splits = {"train": ("trainval",), "test": ("test",)}
 _SST2_FOLDERS = {"train": "train", "val": "valid", "test": "test"}
 
 PROBES: dict[str, _Probe] = {
@@ -141,11 +143,14 @@ def open_probe(name: str, root: str | Path, split: str, transform: Callable) -> 
     return ClassificationSet(name, dataset, classes, list(DEFAULT_TEMPLATES), probe.mean_per_class)
 
 
-def _build(name: str, root: Path, split: str, layout: str) -> Dataset:
-    """torchvision's dataset for `split`, with download=False; its errors become one DataError line."""
+def _build(name: str, root: Path, split: str, layout: str) -> Any:
+    """torchvision's dataset for `split`, with download=False; its errors become one DataError line.
+
+    Typed Any: the attributes read from it (classes, labels, filename) differ between torchvision's classes.
+    """
     if name == "gtsrb":
         _check_gtsrb_folders(root, split, layout)
-    factory, arguments = {
+    factories: dict[str, tuple[Callable[..., Dataset], dict[str, Any]]] = {
         "dtd": (datasets.DTD, {"split": split, "partition": 1}),
         "fgvc-aircraft": (datasets.FGVCAircraft, {"split": split, "annotation_level": "variant"}),
         "flowers102": (datasets.Flowers102, {"split": split}),
@@ -155,7 +160,8 @@ def _build(name: str, root: Path, split: str, layout: str) -> Dataset:
         "rendered-sst2": (datasets.RenderedSST2, {"split": split}),
         "stanford-cars": (datasets.StanfordCars, {"split": split}),
         "svhn": (datasets.SVHN, {"split": split}),
-    }[name]
+    }
+    factory, arguments = factories[name]
     if "loader" in inspect.signature(factory).parameters:
         arguments["loader"] = load_rgb_image  # RGB whatever the file's mode; a broken file's error names it
     try:
@@ -173,7 +179,7 @@ def _build(name: str, root: Path, split: str, layout: str) -> Dataset:
         ) from None
 
 
-def _classes(name: str, root: Path, parts: list[Dataset], layout: str) -> list[str]:
+def _classes(name: str, root: Path, parts: list[Any], layout: str) -> list[str]:
     if name == "gtsrb":
         return list(GTSRB_CLASSES)
     if name == "svhn":
@@ -202,7 +208,7 @@ def _check_gtsrb_folders(root: Path, split: str, layout: str) -> None:
         )
 
 
-def _check_svhn_labels(root: Path, parts: list[Dataset]) -> None:
+def _check_svhn_labels(root: Path, parts: list[Any]) -> None:
     for part in parts:
         labels = part.labels
         bad = [index for index, label in enumerate(labels.tolist()) if not 0 <= label < len(SVHN_CLASSES)]

@@ -16,8 +16,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cyclip.data.captions import caption_problem, image_file_problem, read_pairs
-from cyclip.data.images import DataError, load_rgb_image
-from cyclip.data.labelled import read_json
+from cyclip.data.images import load_rgb_image
+from cyclip.errors import DataError
+from cyclip.files import read_json
 
 # Karpathy's "restval" images (COCO's val2014 images outside the 5k val and test sets) are training images.
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
@@ -85,7 +86,7 @@ def _read_karpathy(path: Path, root: Path, split: str) -> tuple[str, list[str], 
             f"{path}: {'is a folder, not a file' if path.is_dir() else 'file not found'}; pass a Karpathy split file "
             "such as dataset_coco.json or dataset_flickr30k.json"
         )
-    content = read_json(path)
+    content = read_json(path, "Karpathy split file")
     entries = content.get("images") if isinstance(content, dict) else None
     if not isinstance(entries, list):
         raise DataError(f'{path}: expected a Karpathy split file, an object {{"images": [...]}}')

@@ -6,23 +6,25 @@ not load is an error, because skipping it would silently change the reported acc
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from cyclip.data.captions import locate_bad_utf8, numbered_rows
-from cyclip.data.images import DataError, load_rgb_image
+from cyclip.data.images import load_rgb_image
+from cyclip.errors import DataError
+from cyclip.files import CsvReader, read_json
+from cyclip.prompts import DEFAULT_TEMPLATES, normalise_template
 
-DEFAULT_TEMPLATES = ["a photo of a {}."]
-_LAYOUT = 'labels.csv (image,label) and classes.json ({"classes": [...], "templates": ["a photo of a {}.", ...]})'
+_LAYOUT = (
+    'labels.csv (image,label) and classes.json ({"classes": [...], "templates": ["a photo of a {}.", ...]}, '
+    "the class name at {} or {c})"
+)
 
 
 @dataclass
@@ -63,22 +65,12 @@ class LabelledImageDataset(Dataset):
         return self.transform(load_rgb_image(self.data.paths[index])), self.data.labels[index]
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content (parsed, never executed); bad bytes or syntax are one DataError with the place."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not valid UTF-8 at byte {error.start}; re-encode the file as UTF-8") from None
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
-
-
 def _read_classes(path: Path) -> tuple[list[str], list[str]]:
     if not path.is_file():
         raise DataError(
             f"{path.parent}: no classes.json (looked for {os.path.abspath(path)}); the folder must hold {_LAYOUT}"
         )
-    content = read_json(path)
+    content = read_json(path, "classes file")
     if not isinstance(content, dict) or "classes" not in content:
         raise DataError(f'{path}: expected an object {{"classes": [...], "templates": [...]}}, got {_kind(content)}')
     classes = content["classes"]
@@ -90,17 +82,7 @@ def _read_classes(path: Path) -> tuple[list[str], list[str]]:
     templates = content.get("templates", DEFAULT_TEMPLATES)
     if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
         raise DataError(f'{path}: "templates" must be a non-empty list of strings, got {_kind(templates)}')
-    for template in templates:
-        try:
-            usable = "{}" in template and template.format("x") is not None
-        except (IndexError, KeyError, ValueError):
-            usable = False
-        if not usable:
-            raise DataError(
-                f"{path}: template {template!r} needs exactly one '{{}}' where the class name goes "
-                "(write other braces as '{{' and '}}')"
-            )
-    return classes, templates
+    return classes, [normalise_template(template, str(path)) for template in templates]  # `{}` or `{c}`
 
 
 def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int], list[str] | None]:
@@ -113,31 +95,25 @@ def _read_labels(path: Path, classes: list[str]) -> tuple[list[Path], list[int],
     labels: list[int] = []
     captions: list[str] = []
     missing: list[tuple[int, str]] = []
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as file:
-            reader = csv.reader(file)
-            header = [name.strip() for name in next((row for row in reader if row), [])]
-            if "image" not in header or "label" not in header:
-                raise DataError(
-                    f"{path}: the header must name the columns 'image' and 'label' "
-                    f"(found: {', '.join(header) or 'an empty file'})"
-                )
-            image_column, label_column = header.index("image"), header.index("label")
-            caption_column = header.index("caption") if "caption" in header else None
-            for line, row in numbered_rows(path, reader, len(header)):
-                labels.append(_parse_label(path, line, row[label_column].strip(), classes, index_of))
-                if caption_column is not None:
-                    if not row[caption_column].strip():
-                        raise DataError(f"{path}: line {line}: empty caption; give every row a caption or none")
-                    captions.append(row[caption_column])
-                image = path.parent / row[image_column]
-                if not row[image_column].strip() or not image.is_file():
-                    missing.append((line, row[image_column]))
-                paths.append(image)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: {locate_bad_utf8(path)} is not valid UTF-8; re-encode the file as UTF-8") from None
-    except csv.Error as error:  # in the header line
-        raise DataError(f"{path}: line 1: {error}; check the quoting of the header") from None
+    with CsvReader(path) as table:
+        header = table.header
+        if "image" not in header or "label" not in header:
+            raise DataError(
+                f"{path}: the header must name the columns 'image' and 'label' "
+                f"(found: {', '.join(header) or 'an empty file'})"
+            )
+        image_column, label_column = header.index("image"), header.index("label")
+        caption_column = header.index("caption") if "caption" in header else None
+        for line, row in table.rows():
+            labels.append(_parse_label(path, line, row[label_column].strip(), classes, index_of))
+            if caption_column is not None:
+                if not row[caption_column].strip():
+                    raise DataError(f"{path}: line {line}: empty caption; give every row a caption or none")
+                captions.append(row[caption_column])
+            image_path = path.parent / row[image_column]
+            if not row[image_column].strip() or not image_path.is_file():
+                missing.append((line, row[image_column]))
+            paths.append(image_path)
     if not paths:
         raise DataError(f"{path}: no data rows after the header; add one 'image,label' row per image")
     if missing:

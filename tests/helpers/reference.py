@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 
 def direct_objective(images: torch.Tensor, texts: torch.Tensor, logit_scale: torch.Tensor | float):
-    """(contrastive, inmodal, crossmodal) exactly as DESIGN §1 writes them, in float64."""
+    """(contrastive, inmodal, crossmodal) exactly as docs/objective.md writes them, in float64."""
     images, texts = images.double(), texts.double()
     logit_scale = torch.as_tensor(logit_scale, dtype=torch.float64)
     batch = images.shape[0]
@@ -47,3 +47,12 @@ def direct_inmodal_contrastive(images, texts, augmented_images, augmented_texts,
         + F.cross_entropy(scale * texts @ augmented_texts.T, labels)
     ) / 2
     return (crossmodal + inmodal) / 2
+
+
+def direct_siglip(images, texts, logit_scale, logit_bias):
+    """SigLIP's loss in float64 with the N x N labels: -(1/N) sum_jk log sigmoid(z_jk (t <I_j,T_k> + b))."""
+    images, texts = images.double(), texts.double()
+    scale = torch.as_tensor(logit_scale, dtype=torch.float64).exp()
+    labels = 2 * torch.eye(images.shape[0], dtype=torch.float64) - 1
+    logits = scale * images @ texts.T + torch.as_tensor(logit_bias, dtype=torch.float64)
+    return -F.logsigmoid(labels * logits).sum() / images.shape[0]
