@@ -1,7 +1,7 @@
 """Long runs: step checkpoints, exact resume after SIGKILL (also mid-save) and signals, fallbacks, full disks.
 
 Real `cyclip train` processes (one, or two under torchrun with gloo) are interrupted at exact steps by
-tests/interrupt_harness.py and continued with `--resume latest` from their output folder alone; their final
+tests/helpers/interrupt_harness.py and continued with `--resume latest` from their output folder alone; their final
 weights are compared with an uninterrupted run of the same settings, and their metrics with its metrics.
 """
 
@@ -30,7 +30,7 @@ from cyclip.metrics_log import drop_records_after
 from cyclip.preemption import StopSignals
 from cyclip.run_state import BatchLayout, DataPosition
 
-HARNESS = Path(__file__).with_name("interrupt_harness.py")
+HARNESS = Path(__file__).parent / "helpers" / "interrupt_harness.py"
 TIMEOUT = 600
 # 64 pairs at a global batch of 16: 4 steps per epoch, 2 epochs, a step checkpoint every 2 steps.
 COMMON = ["--model", "cyclip-vit-tiny", "--warmup", "1", "--log-every", "1", "--lr", "1e-4", "--epochs", "2"]

@@ -1,4 +1,4 @@
-"""`python tests/interrupt_harness.py train ...`: the `cyclip` command, interrupted once at a chosen step.
+"""`python tests/helpers/interrupt_harness.py train ...`: the `cyclip` command, interrupted once at a chosen step.
 
 For the resume tests: a SIGKILL or a signal at an exact point of a real run, in one process or under
 torchrun, without test hooks in cyclip itself. CYCLIP_TEST_INTERRUPT="ACTION@STEP" or "ACTION@STEP:rRANK"
