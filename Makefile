@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python benchmarks/data_loading.py
 	$(BIN)/python benchmarks/communication.py
 	$(BIN)/python benchmarks/evaluation.py
+	$(BIN)/python benchmarks/checkpointing.py
 	$(BIN)/python benchmarks/search.py
 
 clean:

@@ -161,7 +161,7 @@ CASES = [
     ("train resume missing", (*TRAIN, "--output", "r13", "--resume", "nowhere.pt"),
      "--resume nowhere.pt: nowhere.pt not found"),
     ("train resume latest of a new run", (*TRAIN, "--output", "r14", "--resume", "latest"),
-     "--resume latest: r14/latest.pt not found; r14 holds no run to continue"),
+     "--resume latest: r14 holds no checkpoint (latest.pt, epoch_N.pt or step_N.pt)"),
     ("train shards missing", ("train", "--train-data", "shards/{0..3}.tar", "--device", "cpu", "--output", "r15"),
      "--train-data shards/0.tar: shard not found (4 of the 4 shards"),
 ]  # fmt: skip

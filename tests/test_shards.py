@@ -460,3 +460,36 @@ def test_augment_hook_output_and_its_per_sample_seed(shards):
             assert int(augmented_number) == number and float(drawn) == expected
             count += 1
     assert count == len(GOOD_IDS)
+
+
+# --- resuming part-way through an epoch ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("workers", "resampled", "world_size"),
+    [(0, False, 1), (2, False, 1), (2, True, 1), (1, False, 2)],
+    ids=["main-process", "two-workers", "two-workers-resampled", "two-ranks"],
+)
+def test_a_resumed_epoch_sees_exactly_the_remaining_samples(shards, workers, resampled, world_size):
+    """Stopped after b batches and continued from the stream positions it reported, an epoch yields exactly
+    the samples an uninterrupted one yields after them, in order (ids from the captions, pixels, bad-sample
+    counts). The bad samples in the shards make a worker's raw position differ from batches x batch size."""
+    urls = pattern(shards)
+    for rank in range(world_size):
+        options = dict(
+            num_samples=48, batch_size=3, epoch=1, rank=rank, world_size=world_size, workers=workers,
+            resampled=resampled,
+        )  # fmt: skip
+        whole = rows_of(make(urls, **options))
+        total = len(whole[3])
+        for done in (1, 3, total - 1):
+            first = make(urls, **options)
+            batches = iter(first)
+            head = [next(batches) for _ in range(done)]
+            positions = list(first.positions)
+            batches.close()
+            rest = make(urls, skip=done, streams=positions, **options)
+            ids, images, skipped, sizes = rows_of([*head, *rest])
+            assert ids == whole[0] and sizes == whole[3], (rank, done)
+            assert skipped == whole[2]
+            assert all(torch.equal(a, b) for a, b in zip(images, whole[1], strict=True))

@@ -42,6 +42,7 @@ IMAGE_AUGMENTATIONS = ("autoaugment", "randaugment", "none")
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 # PIL refuses to open any image above twice its decompression-bomb threshold: no higher limit can be honoured.
 PIL_PIXEL_CEILING = None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+PREEMPT_SIGNALS = ("USR1", "USR2", "HUP", "QUIT")
 # Options that refine a tower lock, and the lock each needs.
 LOCK_DETAILS = {
     "lock_image_unlocked_groups": "lock_image",
@@ -332,7 +333,35 @@ class TrainConfig(CheckedConfig):
     prefetch_factor: int = option(2, "batches each data-loading process prepares ahead", minimum=1)
     seed: int = option(0, "seed for initialisation, data order and augmentation", minimum=0, maximum=2**32 - 1)
     output: str = option("runs/cyclip", "folder for checkpoints, metrics.jsonl, TensorBoard and config.yaml")
-    resume: str | None = option(None, "'latest' (OUTPUT/latest.pt) or a checkpoint path to continue from exactly")
+    resume: str | None = option(
+        None,
+        "continue a run exactly: 'latest' (OUTPUT/latest.pt, or the newest readable checkpoint if it is damaged), "
+        "'auto' (latest when OUTPUT holds a checkpoint, else start: for jobs that are requeued) or a checkpoint "
+        "path; with latest/auto the settings come from OUTPUT/config.yaml (flags given override them)",
+    )
+    save_every_steps: int | None = option(
+        None,
+        "also write a checkpoint (step_N.pt, which becomes latest.pt) every N optimizer steps",
+        minimum=1,
+        default_help="off",
+    )
+    save_every_minutes: float | None = option(
+        None,
+        "also write a checkpoint when this many minutes have passed since the last one",
+        above=0,
+        default_help="off",
+    )
+    keep_last: int = option(2, "step checkpoints to keep: older step_N.pt files are deleted", minimum=1)
+    keep_epochs: bool = option(
+        True, "keep every epoch_N.pt (--no-keep-epochs: they count towards --keep-last like step checkpoints)"
+    )
+    preempt_signal: str | None = option(
+        None,
+        "one more signal that stops the run after the current step with a checkpoint, like SIGTERM and SIGINT "
+        "(e.g. USR1 with SLURM's --signal=USR1@120)",
+        choices=PREEMPT_SIGNALS,
+        default_help="none",
+    )
     log_every: int = option(10, "steps between metric logs", minimum=1)
     max_image_pixels: int = option(
         DEFAULT_MAX_IMAGE_PIXELS,
@@ -368,8 +397,9 @@ class TrainConfig(CheckedConfig):
         }
 
     def save_yaml(self, path: str | Path) -> None:
-        """The options, then under `provenance:` the versions and command that made the run (`--config` skips it)."""
-        values = {**self.to_dict(), PROVENANCE_KEY: provenance()}
+        """The options (never `resume`: the file starts this run again, and `--resume latest` reads it), then
+        under `provenance:` the versions and command that made the run (`--config` skips it)."""
+        values = {**self.to_dict(), "resume": None, PROVENANCE_KEY: provenance()}
         write_text_atomically(path, yaml.safe_dump(values, sort_keys=False))
 
 

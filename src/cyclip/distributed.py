@@ -20,6 +20,9 @@ _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.re
 
 
 _acting_alone = False
+# The gloo group for the small host-side messages of the training loop (see `any_rank`); None: the default one.
+_control_group: dist.ProcessGroup | None = None
+_control_made = False
 
 
 def is_distributed() -> bool:
@@ -82,6 +85,8 @@ def init_process_group(device: torch.device, timeout_minutes: float = 30.0) -> N
 
 
 def destroy_process_group() -> None:
+    global _control_group, _control_made
+    _control_group, _control_made = None, False
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -96,6 +101,39 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def _control() -> dist.ProcessGroup | None:
+    """A gloo group over all ranks (the default group when that is gloo already), made on first use.
+
+    Decisions the loop takes on the host (stop? save now?) travel through it as CPU tensors, so that
+    agreeing on them never waits for the GPU. Every rank must make its first call at the same point.
+    """
+    global _control_group, _control_made
+    if not _control_made:
+        if dist.get_backend() != "gloo":
+            group = dist.new_group(backend="gloo")
+            _control_group = group if isinstance(group, dist.ProcessGroup) else None
+        _control_made = True
+    return _control_group
+
+
+def any_rank(*flags: bool) -> tuple[bool, ...]:
+    """Each flag, true when it is true on at least one rank; one all-reduce of a few CPU integers."""
+    if not is_distributed():
+        return flags
+    values = torch.tensor([int(flag) for flag in flags], dtype=torch.int32)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX, group=_control())
+    return tuple(bool(value) for value in values.tolist())
+
+
+def gather_to_first(value: object) -> list[object] | None:
+    """Every rank's `value` (plain data and CPU tensors), in rank order, on rank 0; None on the others."""
+    if not is_distributed():
+        return [value]
+    gathered: list[object] | None = [None] * world_size() if rank() == 0 else None
+    dist.gather_object(value, gathered, dst=0, group=_control())
+    return gathered
 
 
 def all_reduce_logsumexp(tensor: torch.Tensor) -> torch.Tensor:

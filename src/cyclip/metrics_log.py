@@ -3,6 +3,10 @@
 A log that cannot be written (a full disk, a file system gone read-only) must not kill a run of many
 hours: each sink warns once, naming its file, and is dropped; training and its checkpoints go on (a
 checkpoint that cannot be written does stop the run).
+
+A resumed run repeats the steps after its checkpoint, so it first drops what the interrupted run logged
+past that step: metrics.jsonl is rewritten without those records, and TensorBoard is told to hide them
+(`purge_step`), so every reader sees one record per step and one curve.
 """
 
 from __future__ import annotations
@@ -13,27 +17,34 @@ import logging
 from pathlib import Path
 from typing import IO, Any
 
+from cyclip.files import write_text_atomically
+
 log = logging.getLogger("cyclip.train")
 
 
 class MetricsWriter:
-    """metrics.jsonl and TensorBoard under `output`; a no-op unless `enabled` (rank 0 alone writes them)."""
+    """metrics.jsonl and TensorBoard under `output`, continuing after `start_step`; a no-op unless
+    `enabled` (rank 0 alone writes them)."""
 
-    def __init__(self, output: Path, enabled: bool) -> None:
+    def __init__(self, output: Path, enabled: bool, start_step: int = 0) -> None:
         self.enabled = enabled
         self.jsonl_path = output / "metrics.jsonl"
         self.tensorboard_path = output / "tensorboard"
         self.jsonl: IO[str] | None = None
         self.tensorboard: Any = None
         if enabled:
+            resumed = self.jsonl_path.exists() or self.tensorboard_path.exists()
             try:
+                if self.jsonl_path.exists():
+                    drop_records_after(self.jsonl_path, start_step)
                 self.jsonl = self.jsonl_path.open("a")
             except OSError as error:
                 self._give_up("jsonl", self.jsonl_path, error)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tensorboard = SummaryWriter(str(self.tensorboard_path))
+                purge_step = start_step + 1 if resumed else None  # TensorBoard hides what was logged after it
+                self.tensorboard = SummaryWriter(str(self.tensorboard_path), purge_step=purge_step)
             except OSError as error:
                 self._give_up("tensorboard", self.tensorboard_path, error)
 
@@ -74,3 +85,25 @@ class MetricsWriter:
         if handle is not None:
             with contextlib.suppress(OSError):  # already reported; the sink is dropped either way
                 handle.close()
+
+
+def drop_records_after(path: Path, step: int) -> int:
+    """Rewrite a metrics.jsonl (atomically) without its records past `step` and any line cut short by a
+    kill; returns how many lines were dropped."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    steps = [_step(line) for line in lines]
+    kept = [line.rstrip("\n") + "\n" for line, at in zip(lines, steps, strict=True) if at is not None and at <= step]
+    if kept == lines:
+        return 0
+    write_text_atomically(path, "".join(kept))
+    return len(lines) - len(kept)
+
+
+def _step(line: str) -> int | None:
+    """A record's step; None for a line that is not a complete record."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None

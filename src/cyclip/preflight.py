@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cyclip.checkpoint_folder import CheckpointFolder
 from cyclip.config import TrainConfig
 from cyclip.data.loading import looks_like_shards
 from cyclip.data.shards import expand_urls
@@ -17,14 +18,7 @@ from cyclip.errors import DataError
 from cyclip.files import require_writable_folder
 from cyclip.models import check_pretrained
 
-__all__ = ["check_training_run", "resume_path"]
-
-
-def resume_path(config: TrainConfig) -> Path | None:
-    """The checkpoint `--resume` names: OUTPUT/latest.pt for 'latest', else the path given."""
-    if not config.resume:
-        return None
-    return Path(config.output) / "latest.pt" if config.resume == "latest" else Path(config.resume)
+__all__ = ["check_training_run"]
 
 
 def check_training_run(config: TrainConfig) -> None:
@@ -32,15 +26,7 @@ def check_training_run(config: TrainConfig) -> None:
     require_writable_folder(config.output, "--output")
     if config.pretrained:
         check_pretrained(config.model, config.pretrained)
-    checkpoint = resume_path(config)
-    if checkpoint is not None and not checkpoint.is_file():
-        what = "is a folder, not a checkpoint file" if checkpoint.is_dir() else "not found"
-        hint = (
-            f"{config.output} holds no run to continue; drop --resume to start one"
-            if config.resume == "latest"
-            else "pass a checkpoint written by `cyclip train` (e.g. OUTPUT/latest.pt)"
-        )
-        raise DataError(f"--resume {config.resume}: {checkpoint} {what}; {hint}")
+    _check_resume(config)
     if config.train_data:
         _check_pairs("--train-data", config.train_data, config)
     if config.val_data:
@@ -65,3 +51,24 @@ def _check_pairs(flag: str, path: str, config: TrainConfig) -> None:
     if not Path(path).is_file():
         what = "is a folder, not a file" if Path(path).is_dir() else "not found"
         raise DataError(f"{flag} {path}: {what}; pass a CSV/TSV of image paths and captions, or WebDataset shards")
+
+
+def _check_resume(config: TrainConfig) -> None:
+    """--resume latest needs a checkpoint in --output (latest.pt or, if that is damaged, an older one), a path
+    needs its file; auto starts the run when there is none."""
+    if config.resume in (None, "auto"):
+        return
+    if config.resume == "latest":
+        if not CheckpointFolder(Path(config.output), steps_per_epoch=1).has_checkpoint():
+            raise DataError(
+                f"--resume latest: {config.output} holds no checkpoint (latest.pt, epoch_N.pt or step_N.pt) and so "
+                "no run to continue; drop --resume to start one, or pass --resume auto"
+            )
+        return
+    checkpoint = Path(config.resume)
+    if not checkpoint.is_file():
+        what = "is a folder, not a checkpoint file" if checkpoint.is_dir() else "not found"
+        raise DataError(
+            f"--resume {config.resume}: {checkpoint} {what}; pass a checkpoint written by `cyclip train` "
+            "(e.g. OUTPUT/latest.pt)"
+        )

@@ -92,11 +92,12 @@ class TrainProgress:
         if self.bars:  # log lines go above the bar instead of through it
             self._redirect.enter_context(logging_redirect_tqdm())
 
-    def start_epoch(self, epoch: int) -> None:
-        """`epoch` counts from 0."""
+    def start_epoch(self, epoch: int, done: int = 0) -> None:
+        """`epoch` counts from 0; `done` steps of it were trained before (a resumed run)."""
         if self.bars:
             self.bar = tqdm(
                 total=self.steps_per_epoch,
+                initial=done,
                 desc=f"epoch {epoch + 1}/{self.epochs}",
                 leave=False,
                 dynamic_ncols=True,

@@ -67,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     from cyclip.errors import DataError, NonFiniteLossError, OutputWriteError
+    from cyclip.preemption import EXIT_INTERRUPTED, RunStopped
 
     try:
         args.handler(args)
@@ -74,6 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tqdm.external_write_mode(file=sys.stderr):  # on its own line, not after a progress bar cut short
             print(f"cyclip: error{_which_rank()}: {_one_line(error)}", file=sys.stderr)
         return USAGE_ERROR
+    except RunStopped as stop:  # a signal: where the run stopped and how to continue, from rank 0
+        if str(stop):
+            print(f"cyclip: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside training (or before it started): no traceback
+        print("cyclip: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -33,17 +33,27 @@ def add_parser(subparsers) -> None:
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults < --config file < flags given on the command line; a bad value is one line naming its flag
-    or its file and key."""
-    from_file = read_config_file(args.config) if args.config else {}
+    or its file and key. With --resume latest or auto and no --config, the run's own OUTPUT/config.yaml
+    (when there is one) is the file: a requeued job or a user continues a run by naming its folder."""
     from_flags = given_flags(args, TrainConfig)
+    config_file = args.config or _run_config(from_flags)
+    from_file = read_config_file(config_file) if config_file else {}
     values = {**from_file, **from_flags}
     if values.get("csv_separator") in TAB_SPELLINGS:
         values["csv_separator"] = "\t"
     try:
         return TrainConfig(**values)
     except ConfigError as error:
-        where = flag(error.key) if error.key in from_flags else f"{args.config}: {error.key}"
+        where = flag(error.key) if error.key in from_flags else f"{config_file}: {error.key}"
         raise ValueError(f"{where}: {error.problem}") from None
+
+
+def _run_config(from_flags: dict) -> Path | None:
+    """OUTPUT/config.yaml of the run that --resume latest / auto continues, if it exists."""
+    if from_flags.get("resume") not in ("latest", "auto"):
+        return None
+    path = Path(from_flags.get("output", TrainConfig.output)) / "config.yaml"
+    return path if path.is_file() else None
 
 
 def _run_train(args: argparse.Namespace) -> None:

@@ -2,19 +2,22 @@
 
 Both sources give the same batches, `PairBatch`es (with augmented views for in-modal training), and the
 same number of batches on every rank (collectives hang otherwise). Order and augmentation depend only on
-(seed, epoch, sample).
+(seed, epoch, sample), so an epoch can be started part-way through (`TrainEpoch`): a resumed run continues
+with the very batch the interrupted one would have read next.
 
 The training loader is built once and its workers live for the whole run (`persistent_workers`):
-starting them again every epoch cost a second per epoch, and more for large datasets.
+starting them again every epoch cost a second per epoch, and more for large datasets. Only the rest of an
+epoch that a resumed run starts part-way through gets a loader of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 
 from cyclip import distributed
 from cyclip.config import TrainConfig
@@ -74,6 +77,24 @@ class PairBatches:
             self.num_samples = len(dataset)
             self.batches_per_epoch = self.num_samples // (config.batch_size * distributed.world_size())
 
+    def train_epoch(self, epoch: int, skip: int = 0, streams: list[int] | None = None) -> TrainEpoch:
+        """This rank's training batches of `epoch` after its first `skip` ones, which are not read.
+
+        CSV: the sampler's first skip x batch-size indices are dropped (nothing is decoded). Shards: each
+        data-loader worker re-reads its shards without decoding up to `streams[worker]`, the position a
+        previous `TrainEpoch.streams()` reported after the same `skip` batches (required when skip > 0).
+        """
+        rank, world_size = distributed.rank(), distributed.world_size()
+        if not skip:
+            loader = self._kept_train_loader(epoch, rank, world_size)
+            return TrainEpoch(loader, loader if self.sharded else None)
+        if self.sharded:
+            if streams is None:
+                raise ValueError("resuming WebDataset shards part-way through an epoch needs the stream positions")
+            shards = self._shards(epoch, rank, world_size, skip=skip, streams=streams)
+            return TrainEpoch(shards, shards)
+        return TrainEpoch(self._csv_train_loader(rank, world_size, epoch, skip), None)
+
     def epoch(self, epoch: int, rank: int | None = None, world_size: int | None = None) -> Iterable[PairBatch]:
         """Training: this rank's shuffled full batches of `epoch`. Validation: every `world_size`-th batch of
         the file in order, from the `rank`-th (defaults: this process's rank and the job's world size)."""
@@ -100,21 +121,24 @@ class PairBatches:
         (loader if self.sharded else loader.sampler).set_epoch(epoch)  # type: ignore[union-attr]
         return loader
 
-    def _csv_train_loader(self, rank: int, world_size: int) -> DataLoader:
+    def _csv_train_loader(self, rank: int, world_size: int, epoch: int = 0, skip: int = 0) -> DataLoader:
         """Shuffled full batches of the CSV; the sampler tags each index with its epoch (`EpochIndices`), so the
-        workers, which copied the dataset once, draw each sample under its epoch's seed."""
+        workers, which copied the dataset once, draw each sample under its epoch's seed. With `skip`, the loader
+        of one epoch without its first `skip` batches (never read), whose workers end with it."""
         config = self.config
         sampler = DistributedSampler(
             self.dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed, drop_last=True
         )
+        indices = EpochIndices(sampler)
+        indices.set_epoch(epoch)
         return DataLoader(
             self.dataset,
             batch_size=config.batch_size,
-            sampler=EpochIndices(sampler),
+            sampler=_SkipFirst(indices, skip * config.batch_size) if skip else indices,
             drop_last=True,
             # Worker seeds come from this generator, so building the loader leaves the global RNG alone.
             generator=torch.Generator().manual_seed(sample_seed(config.seed, 0, f"loader/{rank}")),
-            **self._loader_options(persistent=True),
+            **self._loader_options(persistent=not skip),
         )
 
     def _loader_options(self, persistent: bool) -> dict[str, Any]:
@@ -126,7 +150,7 @@ class PairBatches:
             options.update(persistent_workers=persistent, prefetch_factor=self.config.prefetch_factor)
         return options
 
-    def _shards(self, epoch: int, rank: int, world_size: int):
+    def _shards(self, epoch: int, rank: int, world_size: int, skip: int = 0, streams: list[int] | None = None):
         from cyclip.data.shards import ShardBatches
 
         config = self.config
@@ -148,4 +172,36 @@ class PairBatches:
             prefetch_factor=config.prefetch_factor,
             finite=not self.train,
             max_image_pixels=config.max_image_pixels,
+            skip=skip,
+            streams=streams,
         )
+
+
+class TrainEpoch:
+    """One rank's training batches of one epoch, and where the reading stands (for a checkpoint)."""
+
+    def __init__(self, batches: Iterable[PairBatch], shards=None) -> None:
+        self._batches = batches
+        self._shards = shards
+
+    def __iter__(self) -> Iterator[PairBatch]:
+        return iter(self._batches)
+
+    def streams(self) -> list[int] | None:
+        """Per data-loader worker, how far its shard stream has been read for the batches yielded so far
+        (what `PairBatches.train_epoch(streams=...)` continues from); None for CSV data, which needs none."""
+        return None if self._shards is None else list(self._shards.positions)
+
+
+class _SkipFirst(Sampler[int]):
+    """A sampler's indices without the first `count`."""
+
+    def __init__(self, sampler: DistributedSampler, count: int) -> None:
+        self.sampler = sampler
+        self.count = count
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.sampler), self.count, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.count)

@@ -7,6 +7,13 @@ samples follow the CSV policy (`cyclip.data.captions`): skipped and counted in t
 tensor, or fatal with on_bad_sample="error". Every random choice (shard order, sample shuffle,
 resampling, augmentation) is seeded from (seed, epoch, rank, worker, sample), so a run and its resume
 see the same batches.
+
+Resuming part-way through an epoch: the DataLoader returns the workers' batches round-robin, so after b
+batches worker w has made b // W + (w < b % W) of them. Which raw samples went into them depends on which
+ones failed to decode, so each training batch carries its worker's position (raw samples taken from the
+shuffle buffer so far) to the main process (`ShardBatches.positions`). A resumed worker reads its shards and
+refills its shuffle buffer in the same seeded order up to that position without decoding anything, then
+goes on; the worker that was next in the round-robin starts the DataLoader's rotation.
 """
 
 from __future__ import annotations
@@ -133,7 +140,9 @@ class ShardBatches:
     samples that sample i stood in for, so `skipped.sum()` over the epoch counts the bad samples met (a
     corrupt or truncated shard counts 1 and stops that shard).
 
-    Training (finite=False): exactly `batches_per_epoch` full batches on every rank. Without `resampled`
+    Training (finite=False): exactly `batches_per_epoch` full batches on every rank (minus `skip`, the
+    batches of this epoch already trained on, which are not decoded again; `streams` is `positions` as it
+    was after them). Without `resampled`
     the shards are shuffled by (seed, epoch), shard i of that order goes to rank i % world_size and then
     to data-loader workers the same way; a worker whose shards run out reads them again. With `resampled`
     every rank and worker draws shards with replacement from its own seeded stream (multi-node, as
@@ -166,11 +175,15 @@ class ShardBatches:
         prefetch_factor: int = 2,
         finite: bool = False,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        skip: int = 0,
+        streams: list[int] | None = None,
     ) -> None:
         _check_arguments(batch_size, num_samples, rank, world_size, workers, on_bad_sample)
         check_max_pixels(max_image_pixels)
         if finite and resampled:
             raise ValueError("finite=True reads each sample once; it cannot be combined with resampled=True")
+        if streams is not None and len(streams) != max(1, workers):
+            raise ValueError(f"{len(streams)} stream positions for {max(1, workers)} data-loader workers")
         self.urls = urls
         self.transform = transform
         self.tokenizer = tokenizer
@@ -206,6 +219,11 @@ class ShardBatches:
         self.rank_shards = _rank_shards(self.shards, seed, epoch, rank, world_size, resampled, finite)
         # Validation may use fewer shards than workers: the extra workers would have nothing to read.
         self.workers = min(workers, len(self.rank_shards)) if finite and not resampled else workers
+        if not 0 <= skip <= self.batches_per_epoch:
+            raise ValueError(f"cannot skip {skip} of the {self.batches_per_epoch} batches of an epoch")
+        self.skip = skip
+        # Per worker: raw samples taken from its shuffle buffer up to its last batch yielded here.
+        self.positions = list(streams) if streams is not None else [0] * max(1, self.workers)
 
     @property
     def epoch(self) -> int:
@@ -217,6 +235,8 @@ class ShardBatches:
         self.rank_shards = _rank_shards(
             self.shards, self.seed, epoch, self.rank, self.world_size, self.resampled, self.finite
         )
+        self.skip = 0
+        self.positions = [0] * max(1, self.workers)
 
     def _check_shard_count(self, shards: int, workers: int) -> None:
         needed = self.world_size if self.finite else self.world_size * max(1, workers)
@@ -237,8 +257,8 @@ class ShardBatches:
 
     def __iter__(self) -> Iterator[PairBatch]:
         # Training keeps its workers for the whole run (starting them cost a second or more per epoch);
-        # validation reads each shard once and lets them go.
-        persistent = self.workers > 0 and not self.finite
+        # validation, and the rest of an epoch a resumed run starts part-way through, let them go.
+        persistent = self.workers > 0 and not self.finite and self.skip == 0
         loader = self._loader if persistent else None
         if loader is None:
             loader = DataLoader(
@@ -264,13 +284,16 @@ class ShardBatches:
                     self._name_shortfall(item)
                     shortfalls.append(item)
                     continue
+                self.positions[item.worker] = item.position
                 count += 1
-                yield item
+                yield item.batch
         finally:  # also when the consumer stops at its last step and drops this generator
             if shortfalls:
                 self._sum_up_shortfalls(shortfalls)
-        if count != self.batches_per_epoch:  # the workers' quotas add up to it; anything else is a bug
-            raise RuntimeError(f"rank {self.rank} yielded {count} batches instead of {self.batches_per_epoch}")
+        if count != self.batches_per_epoch - self.skip:  # the workers' quotas add up to it; anything else is a bug
+            raise RuntimeError(
+                f"rank {self.rank} yielded {count} batches instead of {self.batches_per_epoch - self.skip}"
+            )
 
     def _rebatch(self, loader: Iterable) -> Iterator[PairBatch]:
         """Batches of exactly batch_size across workers (each worker ends with a short one), the last
@@ -346,6 +369,14 @@ class ShardBatches:
         return batch
 
 
+class _StreamBatch(NamedTuple):
+    """A training batch with the worker that made it and that worker's position (raw samples taken)."""
+
+    batch: PairBatch
+    worker: int
+    position: int
+
+
 class _ShardStream(IterableDataset):
     """What each data-loader worker (or the main process, with workers=0) runs: its shards to batches."""
 
@@ -366,14 +397,18 @@ class _ShardStream(IterableDataset):
         self.max_image_pixels = batches.max_image_pixels
         self.claims = {url: batches.claims[url] for url in batches.rank_shards if url in batches.claims}
         self.quota = None if batches.finite else batches.batches_per_epoch  # batches of this rank, all workers
+        self.skip = batches.skip
+        self.streams = list(batches.positions)
 
-    def __iter__(self) -> Iterator[PairBatch | int]:
+    def __iter__(self) -> Iterator[PairBatch | int | _StreamBatch]:
         self.epoch = self.shared_epoch.value  # a persistent worker's copy learns the new epoch here
         self.shards = _rank_shards(
             self.all_shards, self.seed, self.epoch, self.rank, self.world_size, self.resampled, self.finite
         )
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        loader_worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # The DataLoader asks its worker 0 first; that must be the worker whose batch is next in the epoch.
+        worker = (loader_worker + self.skip) % workers
         return _Worker(self, worker, workers).batches()
 
 
@@ -385,20 +420,23 @@ class _Worker:
         self.worker = worker
         self.name = f"rank {stream.rank}, data-loader worker {worker}"
         self.pool = stream.shards if stream.resampled else stream.shards[worker::workers]
-        self.quota = None if stream.quota is None else stream.quota // workers + (worker < stream.quota % workers)
+        self.quota = None if stream.quota is None else _share(stream.quota, worker, workers)
+        self.done = _share(stream.skip, worker, workers)  # batches made before a resume
+        self.replay = stream.streams[worker]  # raw samples taken for them
         self.visits: Counter[str] = Counter()  # reads of each shard so far this epoch
         self.warnings = BadSampleWarnings(log)
 
-    def batches(self) -> Iterator[PairBatch | int]:
-        """Full batches up to the quota (training) or until the shards end (finite: then the short last
-        batch, or the trailing bad-sample count as a plain int when no good sample follows it)."""
+    def batches(self) -> Iterator[PairBatch | int | _StreamBatch]:
+        """Full batches up to the quota (training, with their positions) or until the shards end (finite:
+        then the short last batch, or the trailing bad-sample count as a plain int when no good sample
+        follows it)."""
         stream = self.stream
-        if self.quota == 0 or not self.pool:
+        if self.quota == self.done or not self.pool:
             return
         shuffle_rng = random.Random(sample_seed(stream.seed, stream.epoch, f"samples/{stream.rank}/{self.worker}"))
         rows: list[tuple[torch.Tensor, ...]] = []
         skipped: list[int] = []
-        pending, produced, good, tried = 0, 0, 0, set()
+        pending, produced, good, tried, taken = 0, self.done, self.done, set(), 0
         for shards in self._rounds():
             samples: Iterator[dict] = (sample for url in shards for sample in self._read_shard(url))
             if not stream.finite:
@@ -406,6 +444,9 @@ class _Worker:
             for sample in samples:
                 if "__shortfall__" in sample:
                     yield sample["__shortfall__"]
+                    continue
+                taken += 1
+                if taken <= self.replay:  # went into a batch before the resume: read again, not decoded
                     continue
                 row = self._prepare(sample)
                 if row is None:
@@ -416,7 +457,8 @@ class _Worker:
                 skipped.append(pending)
                 pending = 0
                 if len(rows) == stream.batch_size:
-                    yield _collate(rows, skipped)
+                    batch = _collate(rows, skipped)
+                    yield batch if stream.finite else _StreamBatch(batch, self.worker, taken)
                     rows, skipped = [], []
                     produced += 1
                     if produced == self.quota:
@@ -550,6 +592,11 @@ def _decode_sample(sample: dict, max_pixels: int) -> tuple[Image.Image, str]:
         return decode_rgb(io.BytesIO(data), max_pixels), caption
     except BadSampleError as error:
         raise type(error)(f"the .{extension} file: {error}") from None
+
+
+def _share(total: int, worker: int, workers: int) -> int:
+    """Worker `worker`'s part of `total` batches handed out round-robin from worker 0."""
+    return total // workers + (worker < total % workers)
 
 
 def _collate(rows: list[tuple[torch.Tensor, ...]], skipped: list[int]) -> PairBatch:
