@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -12,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from cyclip.checkpoints import read_checkpoint
 from cyclip.data import write_digits_demo
+from tests.helpers.shards import write_digit_shards
 
 pytestmark = pytest.mark.distributed
 
@@ -107,22 +106,9 @@ def _absolute(row: str, root: Path) -> str:
 @pytest.fixture(scope="module")
 def shards(pairs, tmp_path_factory) -> Path:
     """The 32 pairs as 4 img2dataset-style shards (jpg + txt, with *_stats.json), plus one corrupt jpg."""
-    import webdataset as wds
-
     folder = tmp_path_factory.mktemp("shards")
     rows = [row.split(",", 1) for row in pairs.read_text().splitlines()[1:]]
-    for shard in range(4):
-        written = 0
-        with wds.TarWriter(str(folder / f"{shard:05d}.tar")) as writer:
-            for index, (image, caption) in enumerate(rows[shard * 8 : (shard + 1) * 8]):
-                jpeg = io.BytesIO()
-                Image.open(pairs.parent / image).convert("RGB").save(jpeg, format="JPEG", quality=95)
-                writer.write({"__key__": f"{shard:05d}{index:04d}", "jpg": jpeg.getvalue(), "txt": caption})
-                written += 1
-            if shard == 1:
-                writer.write({"__key__": "00001corrupt", "jpg": b"\xff\xd8 not a jpeg", "txt": "a broken image"})
-                written += 1
-        (folder / f"{shard:05d}_stats.json").write_text(json.dumps({"successes": written}))
+    write_digit_shards(rows, pairs.parent, folder, per_shard=8, corrupt_after=8)
     return folder
 
 

@@ -8,7 +8,6 @@ weights are compared with an uninterrupted run of the same settings, and their m
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import signal
@@ -20,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from cyclip.checkpoint_folder import CheckpointFolder
 from cyclip.checkpoints import read_checkpoint
@@ -29,6 +27,7 @@ from cyclip.data import write_digits_demo
 from cyclip.metrics_log import drop_records_after
 from cyclip.preemption import StopSignals
 from cyclip.run_state import BatchLayout, DataPosition
+from tests.helpers.shards import write_digit_shards
 
 HARNESS = Path(__file__).parent / "helpers" / "interrupt_harness.py"
 TIMEOUT = 600
@@ -61,26 +60,13 @@ DISTRIBUTED = {name for name, setting in SETTINGS.items() if setting.processes >
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, str]:
     """64 digit pairs as a CSV, and as 4 img2dataset-style shards of 16 (one more, corrupt, in shard 1)."""
-    import webdataset as wds
-
     digits = write_digits_demo(tmp_path_factory.mktemp("digits"), seed=0)
     lines = digits.train_csv.read_text().splitlines()
     csv_path = digits.train_csv.with_name("pairs64.csv")
     csv_path.write_text("\n".join(lines[:65]) + "\n")
     folder = tmp_path_factory.mktemp("shards")
     rows = [line.split(",", 1) for line in lines[1:65]]
-    for shard in range(4):
-        written = 0
-        with wds.TarWriter(str(folder / f"{shard:05d}.tar")) as writer:
-            for index, (image, caption) in enumerate(rows[shard * 16 : (shard + 1) * 16]):
-                jpeg = io.BytesIO()
-                Image.open(csv_path.parent / image).convert("RGB").save(jpeg, format="JPEG", quality=95)
-                writer.write({"__key__": f"{shard:05d}{index:04d}", "jpg": jpeg.getvalue(), "txt": caption})
-                written += 1
-                if shard == 1 and index == 5:
-                    writer.write({"__key__": "00001corrupt", "jpg": b"\xff\xd8 not a jpeg", "txt": "a broken image"})
-                    written += 1
-        (folder / f"{shard:05d}_stats.json").write_text(json.dumps({"successes": written}))
+    write_digit_shards(rows, csv_path.parent, folder, per_shard=16, corrupt_after=6)
     return {"csv": str(csv_path), "shards": str(folder / "{00000..00003}.tar")}
 
 
