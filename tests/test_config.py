@@ -127,7 +127,7 @@ def test_bounds_are_inclusive_where_the_help_says_so():
 
 def test_every_numeric_option_has_a_documented_range_shown_in_the_help(capsys):
     numeric = [item for item in fields(TrainConfig) if item.type in ("int", "float", "int | None", "float | None")]
-    assert len(numeric) == 21
+    assert len(numeric) == 24
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
