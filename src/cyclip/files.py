@@ -237,10 +237,10 @@ def read_json(path: str | os.PathLike, what: str = "file", fix: str | None = Non
     DataError naming the place, followed by `fix` when given."""
     path = Path(path)
     _require_file(path, what)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(_with_fix(f"{path}: not a JSON {what}: it holds bytes that are not UTF-8 text", fix)) from None
+    with path.open("rb") as file:
+        if b"\0" in file.read(8192):  # binary (a checkpoint, an archive): not a text file in another encoding
+            raise DataError(_with_fix(f"{path}: not a JSON {what} (it holds binary data)", fix))
+    text = read_text(path, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
