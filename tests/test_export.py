@@ -142,6 +142,21 @@ def test_open_clip_loads_the_same_model(exported, open_clip_loaded):
     assert loaded.logit_scale.item() == pytest.approx(LOGIT_SCALE, abs=1e-6)
 
 
+def test_a_sigmoid_head_is_exported_with_its_bias(tmp_path):
+    """A model trained with --loss siglip carries a learned logit_bias: the folder records it, open_clip rebuilds
+    the head from the folder, and the weights load into it."""
+    model, _, _, _ = create_model("cyclip-vit-tiny", sigmoid_head=True)
+    _perturb(model, seed=3)
+    with torch.no_grad():
+        model.logit_bias.fill_(-7.25)  # not SigLIP's initial -10
+    _training_checkpoint(model, "cyclip-vit-tiny", tmp_path / "siglip.pt")
+    folder = export_open_clip(tmp_path / "siglip.pt", tmp_path / "export")
+    assert json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]["init_logit_bias"] == -7.25
+    loaded, _, _ = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    assert loaded.logit_bias.item() == -7.25 and loaded.logit_scale.item() == pytest.approx(LOGIT_SCALE, abs=1e-6)
+    assert torch.equal(loaded.state_dict()["text_projection"], model.state_dict()["text_projection"])
+
+
 def test_open_clip_preprocessing_is_ours(exported, open_clip_loaded):
     _, _, preprocess_val, *_, folder = exported
     _, open_clip_val, _ = open_clip_loaded

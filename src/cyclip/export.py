@@ -45,7 +45,11 @@ def export_open_clip(checkpoint: str | os.PathLike, output: str | os.PathLike, o
     payload = read_checkpoint(checkpoint, device="cpu")
     model, _, _, tokenizer = model_from_checkpoint(payload, checkpoint)
     name = payload["model_name"]
-    config = {"model_cfg": model_config(name), "preprocess_cfg": dict(open_clip.get_model_preprocess_cfg(model))}
+    model_cfg = dict(model_config(name))
+    bias = getattr(model, "logit_bias", None)
+    if bias is not None:  # trained with the sigmoid loss: open_clip builds the head from this key
+        model_cfg["init_logit_bias"] = bias.item()
+    config = {"model_cfg": model_cfg, "preprocess_cfg": dict(open_clip.get_model_preprocess_cfg(model))}
     tensors = _safetensors_ready(model.state_dict())
 
     def write(folder: Path) -> None:

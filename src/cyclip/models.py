@@ -253,8 +253,8 @@ def model_from_checkpoint(
             "load other weights with create_model(name, pretrained=path)"
         )
     name = _check_model_name(checkpoint["model_name"])
-    model, preprocess_train, preprocess_val = _build(name, device)
-    _load_exactly(model, _strip_module_prefix(checkpoint["model"]), name, source=str(source))
+    weights = _strip_module_prefix(checkpoint["model"])
+    model, preprocess_train, preprocess_val = _build_with_weights(name, device, {}, weights, str(source), None)
     return model, preprocess_train, preprocess_val, open_clip.get_tokenizer(name)
 
 
