@@ -18,7 +18,11 @@ from cyclip.losses.objectives import CyclipLossOutput, sigmoid_objective, softma
 
 
 class _CyclicLossModule(nn.Module):
-    def __init__(self, lambda_inmodal: float, lambda_crossmodal: float, chunk_size: ChunkSize) -> None:
+    """What both loss modules share: the lambdas (the paper's CyCLIP defaults), the tile size, the output."""
+
+    def __init__(
+        self, lambda_inmodal: float = 0.25, lambda_crossmodal: float = 0.25, chunk_size: ChunkSize = "auto"
+    ) -> None:
         super().__init__()
         resolve_chunk_size(chunk_size, 1, "softmax", "cpu")  # refuse a bad value when built, not at the first step
         self.lambda_inmodal, self.lambda_crossmodal, self.chunk_size = lambda_inmodal, lambda_crossmodal, chunk_size
@@ -47,11 +51,6 @@ class CyclipLoss(_CyclicLossModule):
     CyCLIP uses 0.25 / 0.25. `chunk_size`: None or 0 dense, an int for tiles of that edge, "auto" by
     batch size (see `cyclip.losses.chunking`).
     """
-
-    def __init__(
-        self, lambda_inmodal: float = 0.25, lambda_crossmodal: float = 0.25, chunk_size: ChunkSize = "auto"
-    ) -> None:
-        super().__init__(lambda_inmodal, lambda_crossmodal, chunk_size)
 
     def forward(
         self,
@@ -90,11 +89,6 @@ class CyclipSigLipLoss(_CyclicLossModule):
     Unlike open_clip's SigLipLoss, whose per-rank value is normalised by the local batch, the value is the
     global-batch loss on every rank (the gradients are the same).
     """
-
-    def __init__(
-        self, lambda_inmodal: float = 0.25, lambda_crossmodal: float = 0.25, chunk_size: ChunkSize = "auto"
-    ) -> None:
-        super().__init__(lambda_inmodal, lambda_crossmodal, chunk_size)
 
     def forward(
         self,
