@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 test: lint
 	$(BIN)/python -m pytest -q
 
-# The tests that train for seconds or start several processes are left out: about a third of the time.
+# The tests that train for seconds or start several processes are left out: more than half of the time.
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not distributed"
 
