@@ -75,14 +75,13 @@ class _TiledSigmoidLoss(torch.autograd.Function):
                     grad_k[cols].addmm_(grad_logits.T, scaled_q[rows])
                     grad_bias += grad_logits.sum()
             weight = grad_value.to(dtype) / q.shape[0]
-            grad_q *= weight
-            grad_k *= weight
-            grad_scale = (q * grad_q).sum() if ctx.needs_input_grad[2] else None
-            grad_q *= s
+            grad_queries, grad_keys, grad_scale = tiles.finish_gradients(
+                grad_q, grad_k, q, s, weight, ctx.needs_input_grad[2], (queries.dtype, keys.dtype, scale.dtype)
+            )
         return (
-            grad_q.to(queries.dtype),
-            grad_k.to(keys.dtype),
-            None if grad_scale is None else grad_scale.to(scale.dtype),
+            grad_queries,
+            grad_keys,
+            grad_scale,
             (grad_bias * weight).to(bias.dtype) if ctx.needs_input_grad[3] else None,
             None,
             None,

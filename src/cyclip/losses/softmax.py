@@ -128,14 +128,13 @@ class _TiledCrossEntropy(torch.autograd.Function):
                     grad_q[rows].addmm_(grad_logits, k[cols])
                     grad_k[cols].addmm_(grad_logits.T, scaled_q[rows])
             weight = grad_value.to(dtype) / (q.shape[0] * (2 if symmetric else 1))
-            grad_q *= weight
-            grad_k *= weight
-            grad_scale = (q * grad_q).sum() if ctx.needs_input_grad[2] else None
-            grad_q *= s
+            grad_queries, grad_keys, grad_scale = tiles.finish_gradients(
+                grad_q, grad_k, q, s, weight, ctx.needs_input_grad[2], (queries.dtype, keys.dtype, scale.dtype)
+            )
         return (
-            grad_q.to(queries.dtype),
-            grad_k.to(keys.dtype),
-            None if grad_scale is None else grad_scale.to(scale.dtype),
+            grad_queries,
+            grad_keys,
+            grad_scale,
             None,
             None,
             None,
